@@ -1,0 +1,65 @@
+"""Object storage layout: every object of one video lives under one prefix, so cleanup is one listing.
+
+Keys are relative to the bucket:
+    videos/<video-id>/source/<original-name>
+    videos/<video-id>/<rendition>/video.mp4 and index.m3u8
+    videos/<video-id>/thumbnails/poster.jpg, sprite.jpg, storyboard.vtt
+"""
+
+import re
+import unicodedata
+
+RENDITION_FILE = "video.mp4"
+RENDITION_PLAYLIST = "index.m3u8"
+POSTER_FILE = "poster.jpg"
+SPRITE_FILE = "sprite.jpg"
+STORYBOARD_FILE = "storyboard.vtt"
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_MAX_NAME = 120
+
+
+def video_prefix(video_id: int) -> str:
+    """The prefix that holds everything stored for one video (ends with a slash)."""
+    if video_id < 1:
+        raise ValueError(f"video ids are positive integers, got {video_id}")
+    return f"videos/{video_id}/"
+
+
+def safe_filename(original: str) -> str:
+    """A storage-safe version of an uploaded file name: ASCII, no path parts, bounded length.
+
+    Uploaded names come from browsers and can hold anything (paths, control characters, emoji);
+    the key must stay a single path segment that every S3 implementation accepts.
+    """
+    name = original.replace("\\", "/").rsplit("/", 1)[-1]
+    name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    name = _UNSAFE.sub("-", name).strip(".-")
+    if len(name) > _MAX_NAME:
+        stem, dot, ext = name.rpartition(".")
+        name = (stem[: _MAX_NAME - len(ext) - 1] + dot + ext) if dot and len(ext) <= 10 else name[:_MAX_NAME]
+    return name or "source"
+
+
+def source_key(video_id: int, original_name: str) -> str:
+    return f"{video_prefix(video_id)}source/{safe_filename(original_name)}"
+
+
+def rendition_prefix(video_id: int, rendition: str) -> str:
+    return f"{video_prefix(video_id)}{rendition}/"
+
+
+def rendition_file_key(video_id: int, rendition: str) -> str:
+    return rendition_prefix(video_id, rendition) + RENDITION_FILE
+
+
+def rendition_playlist_key(video_id: int, rendition: str) -> str:
+    return rendition_prefix(video_id, rendition) + RENDITION_PLAYLIST
+
+
+def thumbnails_prefix(video_id: int) -> str:
+    return f"{video_prefix(video_id)}thumbnails/"
+
+
+def poster_key(video_id: int) -> str:
+    return thumbnails_prefix(video_id) + POSTER_FILE
