@@ -10,4 +10,5 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.minio",
     "tests.fixtures.smtp",
+    "tests.cluster.fixtures",
 ]

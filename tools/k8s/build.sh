@@ -20,13 +20,19 @@ complete() {
 }
 
 if ! complete; then
+  mkdir -p "$cache"
+  # Parallel test sessions on a fresh machine: one builds, the others wait and reuse.
+  exec 9>"$cache/k8s-$k8s_version.lock"
+  flock 9
+fi
+if ! complete; then
   command -v go >/dev/null || {
-    echo "k8s build: Go >= 1.26 is required to build the test control plane (https://go.dev/dl/)" >&2
+    echo "k8s build: Go >= 1.21 is required to build the test control plane (it fetches the" \
+      "pinned toolchain itself): install it from https://go.dev/dl/ or apt-get install golang-go" >&2
     exit 3
   }
   echo "k8s build: building kube-apiserver/kube-controller-manager $k8s_version and etcd" \
     "$etcd_version into $dir (first run on this machine only, ~15-30 min on 2 cores)" >&2
-  mkdir -p "$cache"
   tmp=$(mktemp -d "$cache/k8s-$k8s_version.tmp.XXXXXX")
   trap 'rm -rf "$tmp"' EXIT
   minor=${k8s_version#v1.}; minor=${minor%%.*}
@@ -42,6 +48,7 @@ if ! complete; then
   go build -ldflags "$ldflags" -o "$tmp/kube-controller-manager" \
     k8s.io/kubernetes/cmd/kube-controller-manager >&2
   go build -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3 >&2
+  chmod 755 "$tmp"
   rm -rf "$dir" && mv "$tmp" "$dir"
   trap - EXIT
 fi

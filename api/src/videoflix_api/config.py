@@ -1,0 +1,148 @@
+"""Settings of the API process: one pydantic-settings class read from `VIDEOFLIX_*` env."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Known only so that it can be refused: anything signed with it is forgeable by anyone.
+DEV_SECRET_KEY = "videoflix-dev-insecure-secret-key-do-not-use-in-production"  # noqa: S105
+
+
+class Settings(BaseSettings):
+    """Every knob of the API. Loaded once in `create_app` and passed down, never re-read."""
+
+    model_config = SettingsConfigDict(env_prefix="VIDEOFLIX_", extra="ignore")
+
+    dev_mode: bool = Field(
+        default=False,
+        description="Development mode: allows the built-in secret key and plain-HTTP cookies.",
+    )
+    secret_key: SecretStr = Field(
+        default=SecretStr(DEV_SECRET_KEY), description="Signs access and refresh tokens (HS256)."
+    )
+    database_url: str = "postgresql+psycopg://videoflix@localhost:5432/videoflix"
+    database_pool_size: int = Field(default=10, ge=1)
+    migrate_on_start: bool = Field(
+        default=False, description="Run the packaged Alembic migrations when the app starts."
+    )
+
+    # Object storage (S3 / MinIO).
+    s3_endpoint_url: str | None = None
+    s3_bucket: str = "videoflix"
+    s3_access_key_id: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_region: str = "us-east-1"
+    s3_addressing_style: Literal["path", "virtual", "auto"] = "path"
+    s3_public_base_url: str | None = Field(
+        default=None,
+        description="When set (a public bucket or CDN), playback and thumbnail URLs are "
+        "<base>/<key> instead of presigned URLs.",
+    )
+    presign_expiry_seconds: int = Field(default=300, ge=10, le=7 * 24 * 3600)
+
+    # Transcode dispatch.
+    dispatcher: Literal["kubernetes", "local"] = "kubernetes"
+    namespace: str = Field(default="videoflix", description="Where VideoTranscode CRs live.")
+    kubeconfig: str | None = Field(
+        default=None, description="Path of a kubeconfig; in-cluster configuration when unset."
+    )
+
+    # Frontend and HTTP.
+    frontend_url: str = "http://localhost:4200"
+    frontend_login_path: str = "/login"
+    frontend_reset_path: str = "/reset-password"
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins allowed to call with credentials; the frontend URL is always one.",
+    )
+    public_base_url: str | None = Field(
+        default=None,
+        description="Absolute base URL of this API (for links in responses); the request's own "
+        "base URL when unset.",
+    )
+
+    # Auth.
+    access_token_seconds: int = Field(default=300, ge=5)
+    refresh_token_seconds: int = Field(default=3600, ge=60)
+    refresh_remember_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    confirm_token_seconds: int = Field(default=48 * 3600, ge=60)
+    reset_token_seconds: int = Field(default=2 * 3600, ge=60)
+    refresh_reuse_grace_seconds: int = Field(
+        default=5,
+        ge=0,
+        description="A refresh token presented again within this many seconds of its rotation is "
+        "refused without revoking the session (parallel tabs), later it counts as theft.",
+    )
+    cookie_secure: bool = True
+    cookie_samesite: Literal["lax", "strict", "none"] = "lax"
+    cookie_domain: str | None = None
+
+    # Rate limits: attempts per window, per client address (and per e-mail where one is given).
+    rate_limit_window_seconds: int = Field(default=60, ge=1)
+    rate_limit_login: int = Field(default=10, ge=1)
+    rate_limit_register: int = Field(default=5, ge=1)
+    rate_limit_reset: int = Field(default=5, ge=1)
+    rate_limit_email_exists: int = Field(default=20, ge=1)
+
+    # Mail.
+    smtp_host: str = "localhost"
+    smtp_port: int = 25
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    smtp_ssl: bool = False
+    smtp_timeout_seconds: float = 10.0
+    mail_from: str = "Videoflix <noreply@videoflix.local>"
+
+    # Uploads.
+    upload_max_bytes: int = Field(
+        default=2 * 1024**3, ge=1, description="Largest source streamed through the API."
+    )
+    multipart_upload_max_bytes: int = Field(
+        default=50 * 1024**3, ge=1, description="Largest source uploaded directly to S3."
+    )
+    multipart_part_bytes: int = Field(default=16 * 1024**2, ge=5 * 1024**2)
+
+    # Operations.
+    log_level: str = "INFO"
+    log_json: bool = True
+    page_size_default: int = Field(default=50, ge=1, le=500)
+    page_size_max: int = Field(default=200, ge=1, le=1000)
+
+    @field_validator("frontend_url", "public_base_url", "s3_public_base_url")
+    @classmethod
+    def _strip_slash(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        AnyHttpUrl(value)  # refuses anything that is not an absolute http(s) URL
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _refuse_dev_defaults(self) -> Settings:
+        if self.dev_mode:
+            return self
+        problems = check_production(self)
+        if problems:
+            raise ValueError("refusing to start outside dev mode: " + "; ".join(problems))
+        return self
+
+    @property
+    def allowed_origins(self) -> list[str]:
+        origins = [self.frontend_url, *(o.rstrip("/") for o in self.cors_origins)]
+        return list(dict.fromkeys(origins))
+
+
+def check_production(settings: Settings) -> list[str]:
+    """What makes `settings` unsafe outside dev mode (empty when fine)."""
+    problems = []
+    secret = settings.secret_key.get_secret_value()
+    if secret == DEV_SECRET_KEY:
+        problems.append("VIDEOFLIX_SECRET_KEY is the built-in development key")
+    elif len(secret) < 32:
+        problems.append("VIDEOFLIX_SECRET_KEY must be at least 32 characters")
+    if settings.cookie_samesite == "none" and not settings.cookie_secure:
+        problems.append("SameSite=None cookies must be Secure")
+    return problems

@@ -1,0 +1,171 @@
+"""Typed dependencies: settings, session, storage, dispatcher, current user, rate limits."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from sqlalchemy.orm import Session
+from videoflix_core.db import User
+
+from videoflix_api import security
+from videoflix_api.config import Settings
+from videoflix_api.dispatch import Dispatcher, UnavailableDispatcher
+from videoflix_api.mail import Mailer
+from videoflix_api.observability import Metrics
+from videoflix_api.ratelimit import RateLimiter
+from videoflix_api.services.storage import Storage
+
+log = logging.getLogger(__name__)
+_dispatcher_lock = threading.Lock()
+ACCESS_COOKIE = "vf_access"
+REFRESH_COOKIE = "vf_refresh"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# The cheap dependencies are async: a sync one costs a thread-pool hop on every request.
+async def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """One transaction per request: committed when the route returns, rolled back when it raises."""
+    with request.app.state.sessionmaker() as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+async def get_storage(request: Request) -> Storage:
+    storage: Storage = request.app.state.storage
+    return storage
+
+
+async def get_dispatcher(request: Request) -> Dispatcher:
+    state = request.app.state
+    if state.dispatcher is None:
+        with _dispatcher_lock:
+            if state.dispatcher is None:
+                try:
+                    state.dispatcher = state.dispatcher_factory()
+                except Exception as exc:
+                    # Not cached: the next request tries again (e.g. once the cluster is back).
+                    log.warning("Dispatcher unavailable", extra={"error": str(exc)})
+                    return UnavailableDispatcher(str(exc))
+    dispatcher: Dispatcher = state.dispatcher
+    return dispatcher
+
+
+async def get_mailer(request: Request) -> Mailer:
+    mailer: Mailer = request.app.state.mailer
+    return mailer
+
+
+async def get_metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+# scope="function": the commit happens before the response is sent, so a client that sees 2xx
+# can rely on the change being stored.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+StorageDep = Annotated[Storage, Depends(get_storage)]
+DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
+MailerDep = Annotated[Mailer, Depends(get_mailer)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+
+
+async def base_url(request: Request) -> str:
+    """Absolute base URL for links in responses (configured, or the request's own)."""
+    configured: str | None = request.app.state.settings.public_base_url
+    return configured or str(request.base_url).rstrip("/")
+
+
+BaseUrlDep = Annotated[str, Depends(base_url)]
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+def get_current_user(
+    request: Request, session: SessionDep, settings: SettingsDep, metrics: MetricsDep
+) -> User:
+    """The signed-in user, from the `vf_access` cookie (or a Bearer header for API clients)."""
+    token = request.cookies.get(ACCESS_COOKIE) or _bearer(request)
+    if not token:
+        metrics.auth_failures.labels("missing").inc()
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "Authentication credentials were not provided."
+        )
+    try:
+        claims = security.decode_token(
+            settings.secret_key.get_secret_value(), token, "access", now=utcnow()
+        )
+    except security.InvalidToken as exc:
+        metrics.auth_failures.labels("invalid_access").inc()
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "Given token not valid for any token type"
+        ) from exc
+    user = session.get(User, claims.user_id)
+    if user is None or not user.is_active:
+        metrics.auth_failures.labels("inactive").inc()
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "User is inactive or was deleted.")
+    return user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+async def get_staff_user(user: CurrentUser) -> User:
+    if not user.is_staff:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, "You do not have permission to perform this action."
+        )
+    return user
+
+
+StaffUser = Annotated[User, Depends(get_staff_user)]
+
+
+def client_address(request: Request) -> str:
+    # Behind a proxy, uvicorn's --proxy-headers/--forwarded-allow-ips puts the real client here.
+    return request.client.host if request.client else "unknown"
+
+
+def throttle(request: Request, scope: str, key: str, limit: int) -> None:
+    """Count one attempt; 429 with Retry-After (DRF's message) when over the limit."""
+    limiter: RateLimiter = request.app.state.limiter
+    settings: Settings = request.app.state.settings
+    wait = limiter.hit(f"{scope}:{key}", limit, settings.rate_limit_window_seconds)
+    if wait is not None:
+        request.app.state.metrics.rate_limited.labels(scope).inc()
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"Request was throttled. Expected available in {wait} seconds.",
+            headers={"Retry-After": str(wait)},
+        )
+
+
+def rate_limit(scope: str, setting: str) -> Callable[[Request], Awaitable[None]]:
+    """A dependency limiting `scope` per client address to the number in settings.`setting`."""
+
+    async def dependency(request: Request) -> None:
+        limit = int(getattr(request.app.state.settings, setting))
+        throttle(request, scope, client_address(request), limit)
+
+    return dependency

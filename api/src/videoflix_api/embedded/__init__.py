@@ -1,0 +1,22 @@
+"""Embedded mode: the whole platform on one machine (`python -m videoflix_api.embedded`).
+
+How embedded and cluster mode differ; this is the one place that says it. Both run the same API
+(`create_app`, routes, services), the same database models and migrations, the same transcoder
+entrypoint and the same pure status functions (`videoflix_core.status.aggregate`, `outcome`,
+`videoflix_core.outcome.write_outcome`). `create_app` takes the parts that differ as arguments:
+`videoflix_api.dispatch.make_dispatcher` picks the cluster ones, `embedded.app.build` injects these.
+
+  part            cluster mode                          embedded mode
+  storage         S3Storage: presigned S3 URLs          LocalStorage: HMAC-signed /media/ URLs,
+                                                        range requests served by the API process
+  dispatcher      KubernetesDispatcher: creates the     LocalDispatcher: hands the same spec to
+                  VideoTranscode CR; the operator acts  an in-process runner
+  one step runs   as a Job pod                          as a subprocess, --workers at once
+  its result      the pod's termination message         the {"result": ...} line / result file
+  retries         Job backoffLimit; exit 2 fails        max_attempts; exit 2 fails at once
+  progress        per finished step                     plus the running steps' ffmpeg percent
+  restart         CR status; the operator resumes       <data>/transcodes/<id>.json; resumes
+  delete          finalizer removes the prefix          cancel removes the prefix
+  database        PostgreSQL                            SQLite file (or PostgreSQL with a URL)
+  mail            SMTP                                  logged (or --smtp-host)
+"""

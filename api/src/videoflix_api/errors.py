@@ -1,0 +1,96 @@
+"""Errors shaped as Django REST Framework shapes them: `{"detail": …}` or field → [messages]."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+
+class FieldErrors(Exception):
+    """Validation failures found in a handler or service, keyed by field (400)."""
+
+    def __init__(self, errors: dict[str, list[str]]):
+        super().__init__(errors)
+        self.errors = errors
+
+
+def _field_name(loc: Sequence[int | str]) -> str:
+    # ("body", "email") -> "email"; ("query", "quality") -> "quality"; ("body",) -> non_field_errors
+    parts = (
+        [str(p) for p in loc[1:]]
+        if loc and loc[0] in ("body", "query", "path", "header", "cookie")
+        else [str(p) for p in loc]
+    )
+    return ".".join(parts) or "non_field_errors"
+
+
+def _message(error: dict[str, Any]) -> str:
+    kind = error.get("type", "")
+    if kind == "missing":
+        return "This field is required."
+    msg = str(error.get("msg", "Invalid value."))
+    # pydantic prefixes messages raised from validators; the client wants the sentence itself.
+    return msg.removeprefix("Value error, ")
+
+
+def validation_errors(errors: Sequence[Any]) -> dict[str, list[str]]:
+    """Turn pydantic/FastAPI validation errors into DRF's {field: [messages]} without internals."""
+    shaped: dict[str, list[str]] = {}
+    for error in errors:
+        field = _field_name(error.get("loc", ()))
+        if error.get("type") in ("json_invalid", "model_attributes_type", "dict_type") or (
+            field == "non_field_errors"
+        ):
+            shaped.setdefault("non_field_errors", []).append(
+                "Invalid JSON body."
+                if error.get("type") == "json_invalid"
+                else "Expected a JSON object."
+                if error.get("type") in ("model_attributes_type", "dict_type")
+                else _message(error)
+            )
+            continue
+        shaped.setdefault(field, []).append(_message(error))
+    return shaped
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(validation_errors(exc.errors()), status_code=400)
+
+    @app.exception_handler(FieldErrors)
+    async def _fields(request: Request, exc: FieldErrors) -> JSONResponse:
+        return JSONResponse(exc.errors, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = "Not found."
+        elif exc.status_code == 405 and detail == "Method Not Allowed":
+            detail = f'Method "{request.method}" not allowed.'
+        return JSONResponse(
+            {"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(DataError)
+    async def _data(request: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value that passed validation (e.g. a NUL byte in text, which
+        # PostgreSQL cannot store): the client's input is at fault, not the server.
+        return JSONResponse(
+            {"detail": "Invalid characters or values in the input."}, status_code=400
+        )
+
+    @app.exception_handler(Exception)
+    async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+        # Logged with the request id by the server; the client only learns that it failed.
+        import logging
+
+        logging.getLogger("videoflix_api").exception("Unhandled error")
+        return JSONResponse({"detail": "Internal server error."}, status_code=500)

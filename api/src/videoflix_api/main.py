@@ -1,0 +1,154 @@
+"""The FastAPI application: `create_app(settings, storage=…, dispatcher=…, mailer=…)`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import sessionmaker
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from videoflix_api import security
+from videoflix_api.config import Settings
+from videoflix_api.deps import ACCESS_COOKIE, REFRESH_COOKIE
+from videoflix_api.dispatch import Dispatcher, make_dispatcher
+from videoflix_api.errors import install_error_handlers
+from videoflix_api.mail import Mailer, SmtpMailer
+from videoflix_api.observability import Metrics, RequestContextMiddleware, configure_logging
+from videoflix_api.ratelimit import RateLimiter
+from videoflix_api.routes import health, staff, users, videos
+from videoflix_api.services.storage import Storage, make_storage
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """
+The Videoflix API. Authentication uses HttpOnly cookies (`vf_access`, `vf_refresh`) set by
+`/users/login/`; API clients may send the access token as `Authorization: Bearer` instead.
+
+**CSRF**: cookies are SameSite (configurable) and every state-changing request that carries auth
+cookies must come from a trusted origin (`Origin`, else `Referer`, checked against the frontend
+origin and `VIDEOFLIX_CORS_ORIGINS`): OWASP's standard-header verification.
+
+Errors look like Django REST Framework's: `{"detail": "…"}` or `{"field": ["message", …]}` (400);
+throttled requests get 429 with `Retry-After`.
+"""
+
+
+def make_engine(settings: Settings) -> Engine:
+    url = settings.database_url
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.close()
+
+        return engine
+    return create_engine(
+        url, pool_size=settings.database_pool_size, max_overflow=10, pool_pre_ping=True
+    )
+
+
+class CsrfMiddleware:
+    """Refuses cookie-authenticated unsafe requests from untrusted origins (see `security`)."""
+
+    def __init__(self, app: ASGIApp, settings: Settings):
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in security.UNSAFE_METHODS:
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            cookies = headers.get("cookie", "")
+            has_cookie = f"{ACCESS_COOKIE}=" in cookies or f"{REFRESH_COOKIE}=" in cookies
+            own = self.settings.public_base_url or (
+                f"{scope.get('scheme', 'http')}://{headers.get('host', '')}"
+            )
+            reason = security.csrf_violation(
+                scope["method"],
+                origin=headers.get("origin"),
+                referer=headers.get("referer"),
+                own_origin=own,
+                trusted_origins=self.settings.allowed_origins,
+                has_auth_cookie=has_cookie,
+            )
+            if reason:
+                response = JSONResponse({"detail": f"CSRF Failed: {reason}"}, status_code=403)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    storage: Storage | None = None,
+    dispatcher: Dispatcher | None = None,
+    mailer: Mailer | None = None,
+    configure_logs: bool = True,
+) -> FastAPI:
+    """Build the app. Injected parts (the embedded mode's storage and dispatcher) win over the
+    ones `settings` would choose."""
+    settings = settings or Settings()
+    if configure_logs:
+        configure_logging(settings.log_level, settings.log_json)
+    engine = make_engine(settings)
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.migrate_on_start:
+            from videoflix_core.db.migrate import upgrade
+
+            upgrade(settings.database_url)
+        log.info("Started Videoflix API", extra={"dispatcher": settings.dispatcher})
+        yield
+        # Uvicorn stops accepting and drains in-flight requests before this runs (graceful).
+        app.state.shutting_down = True
+        engine.dispose()
+        log.info("Stopped Videoflix API")
+
+    app = FastAPI(
+        title="Videoflix API",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        redirect_slashes=False,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = sessionmaker(engine, expire_on_commit=False)
+    app.state.storage = storage if storage is not None else make_storage(settings)
+    app.state.dispatcher = dispatcher
+    # Built on first use: the API serves (and passes its probes) while the cluster is unreachable.
+    app.state.dispatcher_factory = lambda: make_dispatcher(settings)
+    app.state.mailer = mailer if mailer is not None else SmtpMailer(settings)
+    app.state.metrics = metrics
+    app.state.limiter = RateLimiter()
+    app.state.shutting_down = False
+
+    install_error_handlers(app)
+    for router in (users.router, videos.content, videos.router, staff.router, health.router):
+        app.include_router(router)
+
+    # Outermost last: the request id wraps everything, CORS answers preflights before CSRF.
+    app.add_middleware(CsrfMiddleware, settings=settings)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.allowed_origins,
+        allow_credentials=True,
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        allow_headers=["Content-Type", "X-Retry", "X-Request-ID", "Authorization"],
+        expose_headers=["X-Request-ID", "X-Next-Cursor", "Link", "Retry-After"],
+        max_age=600,
+    )
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    return app

@@ -1,0 +1,355 @@
+"""Videos for signed-in users: the frontend's `/content/…` endpoints, `/videos/…` listing, detail,
+thumbnails, progressive files and HLS playlists."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi.responses import RedirectResponse
+from videoflix_core.db import Video
+from videoflix_core.states import ProcessingState
+
+from videoflix_api.config import Settings
+from videoflix_api.deps import BaseUrlDep, CurrentUser, SessionDep, SettingsDep, StorageDep
+from videoflix_api.errors import FieldErrors
+from videoflix_api.schemas import (
+    Categories,
+    FavoriteToggle,
+    RenditionInfo,
+    VideoDetail,
+    VideoPage,
+    VideoPublic,
+    VideoUrl,
+)
+from videoflix_api.services import playback
+from videoflix_api.services import videos as svc
+from videoflix_api.services.accounts import favorite_ids
+from videoflix_api.services.storage import Storage, StorageError
+
+content = APIRouter(prefix="/content", tags=["content"])
+router = APIRouter(prefix="/videos", tags=["videos"])
+
+HLS_TYPE = "application/vnd.apple.mpegurl"
+QualityName = Annotated[str, Query(pattern=r"^[1-9][0-9]{1,3}p$", description="e.g. 720p")]
+
+
+def _asset_url(
+    settings: Settings, storage: Storage, base: str, key: str | None, redirect_path: str
+) -> str | None:
+    """A public URL straight to storage when configured; else our redirecting endpoint.
+
+    Never presigns here: lists call this for every item, and a presign costs ~0.3 ms each.
+    """
+    if not key:
+        return None
+    if settings.s3_public_base_url:
+        return storage.url(key, expires_in=settings.presign_expiry_seconds)
+    return f"{base}{redirect_path}"
+
+
+def video_public(video: Video, settings: Settings, storage: Storage, base: str) -> VideoPublic:
+    converted = video.converted_files or {}
+    best = svc.best_rendition(converted)
+    return VideoPublic(
+        id=video.id,
+        title=video.title,
+        description=video.description,
+        category=video.category,
+        created_at=video.created_at,
+        image_file=_asset_url(
+            settings, storage, base, video.thumbnail_key, f"/videos/{video.id}/thumbnail/"
+        ),
+        video_file=_asset_url(
+            settings,
+            storage,
+            base,
+            converted[best].get("file") if best else None,
+            f"/videos/{video.id}/file/",
+        ),
+        converted_files={
+            name: RenditionInfo.model_validate(info) for name, info in converted.items()
+        },
+        processing_state=ProcessingState(video.processing_state),
+        processing_error=video.processing_error,
+        progress=video.progress,
+        duration_seconds=video.duration_seconds,
+    )
+
+
+def video_detail(
+    video: Video, favorite: bool, settings: Settings, storage: Storage, base: str
+) -> VideoDetail:
+    public = video_public(video, settings, storage, base)
+    return VideoDetail(
+        **public.model_dump(),
+        is_favorite=favorite,
+        hls_url=f"{base}/videos/{video.id}/hls/master.m3u8" if video.converted_files else None,
+        has_source=video.source_key is not None,
+        transcode_generation=video.transcode_generation,
+    )
+
+
+def _page(
+    session: SessionDep,
+    settings: Settings,
+    *,
+    limit: int | None,
+    cursor: str | None,
+    category: str | None,
+    state: ProcessingState | None,
+    search: str | None,
+    favorites_of: int | None = None,
+) -> tuple[list[Video], str | None]:
+    size = min(limit or settings.page_size_default, settings.page_size_max)
+    try:
+        return svc.list_videos(
+            session,
+            svc.VideoFilter(category, state, search, favorites_of),
+            limit=size,
+            cursor=cursor,
+        )
+    except svc.InvalidCursor as exc:
+        raise FieldErrors({"cursor": [str(exc)]}) from exc
+
+
+def require_video(session: SessionDep, video_id: int) -> Video:
+    video = svc.get_video(session, video_id)
+    if video is None:
+        raise HTTPException(404, "Not found.")
+    return video
+
+
+Limit = Annotated[int | None, Query(ge=1, le=1000, description="Page size (capped).")]
+Cursor = Annotated[str | None, Query(max_length=200)]
+CategoryQ = Annotated[str | None, Query(max_length=64)]
+StateQ = Annotated[ProcessingState | None, Query()]
+SearchQ = Annotated[str | None, Query(max_length=100, description="Title contains")]
+
+
+@content.get("/", response_model=list[VideoPublic])
+def content_list(
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    storage: StorageDep,
+    base: BaseUrlDep,
+    response: Response,
+    limit: Limit = None,
+    cursor: Cursor = None,
+    category: CategoryQ = None,
+    processing_state: StateQ = None,
+    search: SearchQ = None,
+) -> list[VideoPublic]:
+    """The newest videos as a bare list (the frontend's shape).
+
+    Pages by keyset: when more exist, the `X-Next-Cursor` header (and a `Link: rel="next"`) names
+    the next page; `/videos/` offers the same with the cursor in the body.
+    """
+    rows, next_cursor = _page(
+        session,
+        settings,
+        limit=limit,
+        cursor=cursor,
+        category=category,
+        state=processing_state,
+        search=search,
+    )
+    if next_cursor:
+        response.headers["X-Next-Cursor"] = next_cursor
+        response.headers["Link"] = f'<{base}/content/?cursor={next_cursor}>; rel="next"'
+    return [video_public(v, settings, storage, base) for v in rows]
+
+
+@content.post("/add-favorite/", response_model=list[int])
+def add_favorite(body: FavoriteToggle, user: CurrentUser, session: SessionDep) -> list[int]:
+    """Toggle a favorite; answers with the user's favorite video ids."""
+    require_video(session, body.video_id)
+    svc.toggle_favorite(session, user.id, body.video_id)
+    return favorite_ids(session, user.id)
+
+
+@content.get("/favorites/", response_model=list[int])
+def favorites(user: CurrentUser, session: SessionDep) -> list[int]:
+    """The signed-in user's favorite video ids."""
+    return favorite_ids(session, user.id)
+
+
+@content.get("/video-url/{video_id}/", response_model=VideoUrl)
+def video_url(
+    video_id: int,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    storage: StorageDep,
+    quality: QualityName | None = None,
+) -> VideoUrl:
+    """A short-lived URL of one quality as progressive MP4 (404 when that quality isn't there).
+
+    Without `quality`, the best finished one.
+    """
+    video = require_video(session, video_id)
+    return VideoUrl(url=_rendition_url(video, quality, settings, storage))
+
+
+def _rendition_url(video: Video, quality: str | None, settings: Settings, storage: Storage) -> str:
+    converted = video.converted_files or {}
+    name = quality or svc.best_rendition(converted)
+    info = converted.get(name) if name else None
+    if not info or not info.get("file"):
+        raise HTTPException(404, "This quality is not available.")
+    return storage.url(str(info["file"]), expires_in=settings.presign_expiry_seconds)
+
+
+@router.get("/", response_model=VideoPage)
+def list_videos(
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    storage: StorageDep,
+    base: BaseUrlDep,
+    limit: Limit = None,
+    cursor: Cursor = None,
+    category: CategoryQ = None,
+    processing_state: StateQ = None,
+    search: SearchQ = None,
+    favorites: bool = False,
+) -> VideoPage:
+    """Videos newest first, filtered, with a keyset cursor for the next page."""
+    rows, next_cursor = _page(
+        session,
+        settings,
+        limit=limit,
+        cursor=cursor,
+        category=category,
+        state=processing_state,
+        search=search,
+        favorites_of=user.id if favorites else None,
+    )
+    return VideoPage(
+        results=[video_public(v, settings, storage, base) for v in rows], next_cursor=next_cursor
+    )
+
+
+@router.get("/categories/", response_model=Categories)
+def list_categories(user: CurrentUser, session: SessionDep) -> Categories:
+    """Every category in use."""
+    return Categories(categories=svc.categories(session))
+
+
+@router.get("/{video_id}/", response_model=VideoDetail)
+def get_video(
+    video_id: int,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    storage: StorageDep,
+    base: BaseUrlDep,
+) -> VideoDetail:
+    """One video with its playback links and whether it is a favorite."""
+    video = require_video(session, video_id)
+    return video_detail(video, svc.is_favorite(session, user.id, video.id), settings, storage, base)
+
+
+def _redirect(url: str) -> RedirectResponse:
+    # Browsers may cache the redirect only as long as the URL it points to stays valid.
+    return RedirectResponse(url, status_code=302, headers={"Cache-Control": "private, max-age=60"})
+
+
+@router.get(
+    "/{video_id}/thumbnail/",
+    status_code=302,
+    response_class=RedirectResponse,
+    responses={404: {"description": "No such thumbnail (yet)."}},
+)
+def thumbnail(
+    video_id: int,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    storage: StorageDep,
+    kind: Annotated[str, Query(pattern="^(poster|sprite|storyboard)$")] = "poster",
+) -> RedirectResponse:
+    """Redirect to the poster (or the storyboard sprite / its WebVTT index)."""
+    video = require_video(session, video_id)
+    key = {
+        "poster": video.thumbnail_key,
+        "sprite": video.sprite_key,
+        "storyboard": video.storyboard_key,
+    }[kind]
+    if not key:
+        raise HTTPException(404, "No thumbnail yet.")
+    return _redirect(storage.url(key, expires_in=settings.presign_expiry_seconds))
+
+
+@router.get(
+    "/{video_id}/file/",
+    status_code=302,
+    response_class=RedirectResponse,
+    responses={404: {"description": "Quality not available."}},
+)
+def rendition_file(
+    video_id: int,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    storage: StorageDep,
+    quality: QualityName | None = None,
+) -> RedirectResponse:
+    """Redirect to one quality's progressive MP4 (the best one without `quality`)."""
+    video = require_video(session, video_id)
+    return _redirect(_rendition_url(video, quality, settings, storage))
+
+
+@router.get(
+    "/{video_id}/hls/master.m3u8",
+    response_class=Response,
+    responses={200: {"content": {HLS_TYPE: {}}}, 404: {"description": "Not playable yet."}},
+)
+def hls_master(video_id: int, user: CurrentUser, session: SessionDep) -> Response:
+    """HLS master playlist over every finished quality."""
+    video = require_video(session, video_id)
+    if not video.converted_files:
+        raise HTTPException(404, "No quality is ready yet.")
+    text = playback.master_playlist(video.converted_files, lambda name: f"{name}/index.m3u8")
+    return Response(text, media_type=HLS_TYPE, headers={"Cache-Control": "private, no-cache"})
+
+
+@router.get(
+    "/{video_id}/hls/{quality}/index.m3u8",
+    response_class=Response,
+    responses={200: {"content": {HLS_TYPE: {}}}, 404: {"description": "No such quality."}},
+)
+def hls_media(
+    video_id: int,
+    quality: str,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    storage: StorageDep,
+) -> Response:
+    """One quality's media playlist, its media URI replaced by a short-lived URL."""
+    video = require_video(session, video_id)
+    info = (video.converted_files or {}).get(quality)
+    if not info or not info.get("playlist"):
+        raise HTTPException(404, "This quality is not available.")
+    playlist_key = str(info["playlist"])
+    try:
+        text = storage.read(playlist_key, max_bytes=1024 * 1024)
+    except StorageError as exc:
+        raise HTTPException(502, "Could not read the playlist from storage.") from exc
+    if text is None:
+        raise HTTPException(404, "This quality is not available.")
+
+    def resolve(uri: str) -> str:
+        key = playback.media_key(playlist_key, uri)
+        if key is None:
+            return uri
+        return storage.url(key, expires_in=settings.presign_expiry_seconds)
+
+    body = playback.rewrite_media_playlist(text.decode("utf-8", "replace"), resolve)
+    # Cached no longer than the presigned URLs inside stay valid.
+    max_age = max(0, settings.presign_expiry_seconds // 2)
+    return Response(
+        body, media_type=HLS_TYPE, headers={"Cache-Control": f"private, max-age={max_age}"}
+    )

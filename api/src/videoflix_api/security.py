@@ -1,0 +1,166 @@
+"""Passwords, tokens and the CSRF origin check: pure functions, no I/O."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+from urllib.parse import urlsplit
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+TokenType = Literal["access", "refresh"]
+ALGORITHM = "HS256"
+
+# argon2-cffi's defaults are the RFC 9106 "low memory" profile of argon2id.
+_hasher = PasswordHasher()
+# Verified against when the e-mail is unknown, so a login takes as long either way.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def password_needs_rehash(password_hash: str) -> bool:
+    return _hasher.check_needs_rehash(password_hash)
+
+
+def password_problems(password: str, email: str | None = None) -> list[str]:
+    """Why `password` is refused (empty when acceptable)."""
+    problems = []
+    if len(password) < 8:
+        problems.append("This password is too short. It must contain at least 8 characters.")
+    if len(password) > 1024:
+        problems.append("This password is too long.")
+    if password.isdigit():
+        problems.append("This password is entirely numeric.")
+    if email and password.strip().lower() == email.strip().lower():
+        problems.append("The password is too similar to the email.")
+    return problems
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    user_id: int
+    type: TokenType
+    jti: str
+    expires_at: datetime
+    family: str | None = None
+
+
+class InvalidToken(Exception):
+    """A token that is malformed, forged, of the wrong type or expired."""
+
+
+def create_token(
+    secret: str,
+    *,
+    user_id: int,
+    token_type: TokenType,
+    now: datetime,
+    lifetime: timedelta,
+    family: str | None = None,
+) -> tuple[str, TokenClaims]:
+    claims = TokenClaims(
+        user_id=user_id,
+        type=token_type,
+        jti=str(uuid.uuid4()),
+        expires_at=now + lifetime,
+        family=family,
+    )
+    payload: dict[str, object] = {
+        "sub": str(user_id),
+        "typ": token_type,
+        "jti": claims.jti,
+        "iat": int(now.timestamp()),
+        "exp": int(claims.expires_at.timestamp()),
+    }
+    if family:
+        payload["fam"] = family
+    return jwt.encode(payload, secret, algorithm=ALGORITHM), claims
+
+
+def decode_token(secret: str, token: str, expected: TokenType, *, now: datetime) -> TokenClaims:
+    try:
+        payload = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            options={"require": ["sub", "typ", "jti", "exp"], "verify_exp": False},
+        )
+    except jwt.PyJWTError as exc:
+        raise InvalidToken(str(exc)) from exc
+    if payload.get("typ") != expected:
+        raise InvalidToken("wrong token type")
+    # Expiry is checked against the caller's clock so that tests and the app agree on "now".
+    if int(payload["exp"]) <= int(now.timestamp()):
+        raise InvalidToken("token expired")
+    try:
+        user_id = int(payload["sub"])
+    except (TypeError, ValueError) as exc:
+        raise InvalidToken("bad subject") from exc
+    return TokenClaims(
+        user_id=user_id,
+        type=expected,
+        jti=str(payload["jti"]),
+        expires_at=datetime.fromtimestamp(int(payload["exp"]), tz=now.tzinfo),
+        family=payload.get("fam"),
+    )
+
+
+def new_single_use_token() -> tuple[str, str]:
+    """A random URL-safe token and the SHA-256 hex digest that is stored instead of it."""
+    token = secrets.token_urlsafe(32)
+    return token, hash_single_use_token(token)
+
+
+def hash_single_use_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def csrf_violation(
+    method: str,
+    *,
+    origin: str | None,
+    referer: str | None,
+    own_origin: str,
+    trusted_origins: list[str],
+    has_auth_cookie: bool,
+) -> str | None:
+    """Why a request must be refused as cross-site request forgery, or None when it may pass.
+
+    The scheme (OWASP "verify origin with standard headers", on top of SameSite cookies): a state
+    changing request that carries our auth cookies must come from a trusted origin. Browsers always
+    send `Origin` on cross-origin requests and on same-origin POSTs, and pages cannot forge it;
+    `Referer` is the fallback. Requests without cookies cannot ride on a session, and non-browser
+    clients that send neither header are not a CSRF vector. A double-submit token was not chosen
+    because the existing Angular client cannot be changed and sends no such header.
+    """
+    if method.upper() not in UNSAFE_METHODS or not has_auth_cookie:
+        return None
+    allowed = {own_origin.rstrip("/"), *(o.rstrip("/") for o in trusted_origins)}
+    if origin is not None:
+        if origin == "null" or origin.rstrip("/") not in allowed:
+            return "Origin not allowed."
+        return None
+    if referer is not None:
+        parts = urlsplit(referer)
+        if f"{parts.scheme}://{parts.netloc}" not in allowed:
+            return "Referer not allowed."
+    return None

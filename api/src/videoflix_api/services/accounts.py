@@ -1,0 +1,328 @@
+"""Accounts: registration, confirmation, login sessions with rotating refresh tokens, resets."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import CursorResult, select, update
+from sqlalchemy.orm import Session
+from videoflix_core.db import (
+    Favorite,
+    RefreshFamily,
+    RefreshToken,
+    SingleUseToken,
+    TokenPurpose,
+    User,
+)
+
+from videoflix_api import security
+from videoflix_api.config import Settings
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def email_problems(email: str) -> list[str]:
+    try:
+        validate_email(email, check_deliverability=False)
+    except EmailNotValidError:
+        return ["Enter a valid email address."]
+    return []
+
+
+def registration_problems(email: str, password: str, confirm_password: str) -> dict[str, list[str]]:
+    """Field errors of a registration form (empty when it is acceptable)."""
+    errors: dict[str, list[str]] = {}
+    if problems := email_problems(email):
+        errors["email"] = problems
+    if problems := security.password_problems(password, email):
+        errors["password"] = problems
+    if password != confirm_password:
+        errors["confirm_password"] = ["Passwords do not match."]
+    return errors
+
+
+def get_user_by_email(session: Session, email: str) -> User | None:
+    return session.scalar(select(User).where(User.email == normalize_email(email)))
+
+
+def email_exists(session: Session, email: str) -> bool:
+    return get_user_by_email(session, email) is not None
+
+
+class Registration(StrEnum):
+    CREATED = "created"
+    PENDING = "pending"  # exists, not confirmed yet: send the confirmation again
+    EXISTS = "exists"  # exists and active: tell the owner, reveal nothing to the caller
+
+
+def register(session: Session, email: str, password: str) -> tuple[User, Registration]:
+    existing = get_user_by_email(session, email)
+    if existing is not None:
+        return existing, Registration.EXISTS if existing.is_active else Registration.PENDING
+    user = User(email=normalize_email(email), password_hash=security.hash_password(password))
+    session.add(user)
+    session.flush()
+    return user, Registration.CREATED
+
+
+def create_user(
+    session: Session, email: str, password: str, *, active: bool = True, staff: bool = False
+) -> User:
+    """A user created by an operator (e.g. the first staff account), confirmed right away."""
+    user = User(
+        email=normalize_email(email),
+        password_hash=security.hash_password(password),
+        is_active=active,
+        is_staff=staff,
+    )
+    session.add(user)
+    session.flush()
+    return user
+
+
+def issue_single_use_token(
+    session: Session, user: User, purpose: TokenPurpose, lifetime: timedelta, now: datetime
+) -> str:
+    """A fresh token for `purpose`; earlier unused ones of the same purpose stop working."""
+    session.execute(
+        update(SingleUseToken)
+        .where(
+            SingleUseToken.user_id == user.id,
+            SingleUseToken.purpose == purpose.value,
+            SingleUseToken.used_at.is_(None),
+        )
+        .values(used_at=now)
+    )
+    token, digest = security.new_single_use_token()
+    session.add(
+        SingleUseToken(
+            user_id=user.id,
+            purpose=purpose.value,
+            token_hash=digest,
+            created_at=now,
+            expires_at=now + lifetime,
+        )
+    )
+    session.flush()
+    return token
+
+
+def consume_single_use_token(
+    session: Session, uid: int, token: str, purpose: TokenPurpose, now: datetime
+) -> User | None:
+    """The token's user when `token` is valid for `uid`, marking it used (atomically), else None."""
+    result = session.execute(
+        update(SingleUseToken)
+        .where(
+            SingleUseToken.token_hash == security.hash_single_use_token(token),
+            SingleUseToken.user_id == uid,
+            SingleUseToken.purpose == purpose.value,
+            SingleUseToken.used_at.is_(None),
+            SingleUseToken.expires_at > now,
+        )
+        .values(used_at=now)
+    )
+    assert isinstance(result, CursorResult)
+    if result.rowcount != 1:
+        return None
+    return session.get(User, uid)
+
+
+class Confirmation(StrEnum):
+    ACTIVATED = "activated"
+    ALREADY = "already"  # the link was opened before (e.g. by a mail scanner): still a success
+    INVALID = "invalid"
+
+
+def confirm(session: Session, uid: int, token: str, now: datetime) -> Confirmation:
+    user = consume_single_use_token(session, uid, token, TokenPurpose.CONFIRM, now)
+    if user is not None:
+        user.is_active = True
+        return Confirmation.ACTIVATED
+    used = session.scalar(
+        select(SingleUseToken).where(
+            SingleUseToken.token_hash == security.hash_single_use_token(token),
+            SingleUseToken.user_id == uid,
+            SingleUseToken.purpose == TokenPurpose.CONFIRM.value,
+        )
+    )
+    owner = session.get(User, uid) if used is not None else None
+    if owner is not None and owner.is_active:
+        return Confirmation.ALREADY
+    return Confirmation.INVALID
+
+
+def authenticate(session: Session, email: str, password: str, now: datetime) -> User | None:
+    """The user when the password matches (active or not), else None; constant work either way."""
+    user = get_user_by_email(session, email)
+    if not security.verify_password(user.password_hash if user else None, password):
+        return None
+    assert user is not None
+    if security.password_needs_rehash(user.password_hash):
+        user.password_hash = security.hash_password(password)
+    return user
+
+
+@dataclass(frozen=True)
+class IssuedTokens:
+    access: str
+    refresh: str
+    refresh_max_age: int
+    access_max_age: int
+
+
+def _issue_refresh(
+    session: Session, settings: Settings, family: RefreshFamily, user_id: int, now: datetime
+) -> tuple[str, int]:
+    seconds = (
+        settings.refresh_remember_seconds if family.remember else settings.refresh_token_seconds
+    )
+    token, claims = security.create_token(
+        settings.secret_key.get_secret_value(),
+        user_id=user_id,
+        token_type="refresh",  # noqa: S106
+        now=now,
+        lifetime=timedelta(seconds=seconds),
+        family=family.id,
+    )
+    session.add(
+        RefreshToken(
+            jti=claims.jti, family_id=family.id, issued_at=now, expires_at=claims.expires_at
+        )
+    )
+    return token, seconds
+
+
+def _issue_access(settings: Settings, user_id: int, now: datetime) -> str:
+    token, _ = security.create_token(
+        settings.secret_key.get_secret_value(),
+        user_id=user_id,
+        token_type="access",  # noqa: S106
+        now=now,
+        lifetime=timedelta(seconds=settings.access_token_seconds),
+    )
+    return token
+
+
+def start_session(
+    session: Session, settings: Settings, user: User, remember: bool, now: datetime
+) -> IssuedTokens:
+    family = RefreshFamily(id=str(uuid.uuid4()), user_id=user.id, remember=remember, created_at=now)
+    session.add(family)
+    session.flush()
+    refresh, max_age = _issue_refresh(session, settings, family, user.id, now)
+    user.last_login_at = now
+    return IssuedTokens(
+        _issue_access(settings, user.id, now), refresh, max_age, settings.access_token_seconds
+    )
+
+
+class RefreshRefused(Exception):
+    """The refresh token cannot be used; `reason` goes to metrics and logs, not to the client."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def rotate(session: Session, settings: Settings, refresh_token: str, now: datetime) -> IssuedTokens:
+    """Swap a refresh token for a new pair. A reused token revokes its whole family.
+
+    The revocation is committed here, before raising, because the failing request's transaction
+    would otherwise be rolled back and the stolen family would live on.
+    """
+    try:
+        claims = security.decode_token(
+            settings.secret_key.get_secret_value(), refresh_token, "refresh", now=now
+        )
+    except security.InvalidToken as exc:
+        raise RefreshRefused("invalid") from exc
+    row = session.get(RefreshToken, claims.jti)
+    family = session.get(RefreshFamily, row.family_id) if row else None
+    if row is None or family is None or family.user_id != claims.user_id:
+        raise RefreshRefused("unknown")
+    if family.revoked_at is not None:
+        raise RefreshRefused("revoked")
+    marked = session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.jti == row.jti, RefreshToken.used_at.is_(None))
+        .values(used_at=now)
+    )
+    assert isinstance(marked, CursorResult)
+    if marked.rowcount != 1:
+        session.refresh(row)
+        grace = timedelta(seconds=settings.refresh_reuse_grace_seconds)
+        if row.used_at is not None and now - row.used_at <= grace:
+            # Two tabs refreshing at once: the other request already won; don't punish the user.
+            raise RefreshRefused("concurrent")
+        family.revoked_at = now
+        family.revoked_reason = "reuse"
+        session.commit()
+        raise RefreshRefused("reuse")
+    user = session.get(User, claims.user_id)
+    if user is None or not user.is_active:
+        raise RefreshRefused("inactive")
+    refresh, max_age = _issue_refresh(session, settings, family, user.id, now)
+    return IssuedTokens(
+        _issue_access(settings, user.id, now), refresh, max_age, settings.access_token_seconds
+    )
+
+
+def revoke_refresh(
+    session: Session, settings: Settings, refresh_token: str, user_id: int, now: datetime
+) -> bool:
+    """Revoke the family of `refresh_token` if it belongs to `user_id` (logout)."""
+    try:
+        # An expired refresh token still names its family; logging out must end it anyway.
+        claims = security.decode_token(
+            settings.secret_key.get_secret_value(),
+            refresh_token,
+            "refresh",
+            now=datetime.fromtimestamp(0, tz=now.tzinfo),
+        )
+    except security.InvalidToken:
+        return False
+    if claims.user_id != user_id or claims.family is None:
+        return False
+    family = session.get(RefreshFamily, claims.family)
+    if family is None or family.revoked_at is not None:
+        return False
+    family.revoked_at = now
+    family.revoked_reason = "logout"
+    return True
+
+
+def revoke_all_sessions(session: Session, user_id: int, now: datetime, reason: str) -> None:
+    session.execute(
+        update(RefreshFamily)
+        .where(RefreshFamily.user_id == user_id, RefreshFamily.revoked_at.is_(None))
+        .values(revoked_at=now, revoked_reason=reason)
+    )
+
+
+def reset_password(
+    session: Session, uid: int, token: str, new_password: str, now: datetime
+) -> User | None:
+    """Set a new password when the reset token is valid; all sessions of the user end."""
+    user = consume_single_use_token(session, uid, token, TokenPurpose.RESET, now)
+    if user is None:
+        return None
+    user.password_hash = security.hash_password(new_password)
+    # Following the link proves the mailbox, the same proof a confirmation gives.
+    user.is_active = True
+    revoke_all_sessions(session, user.id, now, "password-reset")
+    return user
+
+
+def favorite_ids(session: Session, user_id: int) -> list[int]:
+    return list(
+        session.scalars(
+            select(Favorite.video_id).where(Favorite.user_id == user_id).order_by(Favorite.video_id)
+        )
+    )

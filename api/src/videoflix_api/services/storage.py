@@ -1,0 +1,263 @@
+"""Object storage behind a small protocol: S3 here, a local filesystem in the embedded mode."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import quote
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from videoflix_api.config import Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger(__name__)
+
+
+class StorageError(Exception):
+    """Storage refused or failed an operation."""
+
+
+class NotSupported(StorageError):
+    """This storage cannot do that (e.g. presigned multipart uploads on a local disk)."""
+
+
+class UploadSink(Protocol):
+    """A streaming write of one object: `write` chunks, then `commit` (or `abort`)."""
+
+    def write(self, data: bytes) -> None: ...
+    def commit(self) -> int: ...
+    def abort(self) -> None: ...
+
+
+class Storage(Protocol):
+    bucket: str
+
+    def open_upload(self, key: str, content_type: str) -> UploadSink: ...
+    def url(self, key: str, *, expires_in: int) -> str:
+        """A URL a browser can GET the object from: presigned, or public when configured."""
+        ...
+
+    def read(self, key: str, *, max_bytes: int) -> bytes | None:
+        """The object's bytes (None when it does not exist); refuses objects above max_bytes."""
+        ...
+
+    def size(self, key: str) -> int | None: ...
+    def delete(self, key: str) -> None: ...
+    def delete_prefix(self, prefix: str) -> int: ...
+    def ping(self) -> None: ...
+
+    # Presigned multipart uploads straight from the browser (S3 only).
+    def start_multipart(self, key: str, content_type: str) -> str: ...
+    def multipart_part_url(
+        self, key: str, upload_id: str, part_number: int, *, expires_in: int
+    ) -> str: ...
+    def complete_multipart(
+        self, key: str, upload_id: str, parts: list[tuple[int, str]]
+    ) -> None: ...
+    def abort_multipart(self, key: str, upload_id: str) -> None: ...
+
+
+@dataclass
+class S3UploadSink:
+    """Streams into an S3 multipart upload, one part per `part_bytes`; memory stays bounded."""
+
+    client: S3Client
+    bucket: str
+    key: str
+    content_type: str
+    part_bytes: int
+    _buffer: bytearray = field(default_factory=bytearray)
+    _upload_id: str | None = None
+    _parts: list[dict[str, Any]] = field(default_factory=list)
+    _total: int = 0
+
+    def write(self, data: bytes) -> None:
+        self._buffer += data
+        self._total += len(data)
+        while len(self._buffer) >= self.part_bytes:
+            self._flush(bytes(self._buffer[: self.part_bytes]))
+            del self._buffer[: self.part_bytes]
+
+    def _flush(self, chunk: bytes) -> None:
+        if self._upload_id is None:
+            self._upload_id = self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=self.key, ContentType=self.content_type
+            )["UploadId"]
+        number = len(self._parts) + 1
+        etag = self.client.upload_part(
+            Bucket=self.bucket,
+            Key=self.key,
+            UploadId=self._upload_id,
+            PartNumber=number,
+            Body=chunk,
+        )["ETag"]
+        self._parts.append({"PartNumber": number, "ETag": etag})
+
+    def commit(self) -> int:
+        if self._upload_id is None:
+            # Small enough for one request: skip the multipart ceremony.
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=self.key,
+                Body=bytes(self._buffer),
+                ContentType=self.content_type,
+            )
+        else:
+            if self._buffer:
+                self._flush(bytes(self._buffer))
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=self._upload_id,
+                MultipartUpload={"Parts": self._parts},  # type: ignore[typeddict-item]
+            )
+        self._buffer.clear()
+        return self._total
+
+    def abort(self) -> None:
+        self._buffer.clear()
+        if self._upload_id is not None:
+            try:
+                self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=self.key, UploadId=self._upload_id
+                )
+            except ClientError:
+                log.warning("Could not abort multipart upload", extra={"key": self.key})
+            self._upload_id = None
+
+
+class S3Storage:
+    def __init__(self, settings: Settings, client: S3Client | None = None):
+        self.bucket = settings.s3_bucket
+        self._public_base = settings.s3_public_base_url
+        self._part_bytes = settings.multipart_part_bytes
+        self.client: S3Client = client or boto3.client(
+            "s3",
+            endpoint_url=settings.s3_endpoint_url,
+            aws_access_key_id=(
+                settings.s3_access_key_id.get_secret_value() if settings.s3_access_key_id else None
+            ),
+            aws_secret_access_key=(
+                settings.s3_secret_access_key.get_secret_value()
+                if settings.s3_secret_access_key
+                else None
+            ),
+            region_name=settings.s3_region,
+            config=Config(
+                signature_version="s3v4",
+                s3={"addressing_style": settings.s3_addressing_style},
+                retries={"max_attempts": 3, "mode": "standard"},
+                max_pool_connections=32,
+            ),
+        )
+
+    def open_upload(self, key: str, content_type: str) -> UploadSink:
+        return S3UploadSink(self.client, self.bucket, key, content_type, self._part_bytes)
+
+    def url(self, key: str, *, expires_in: int) -> str:
+        if self._public_base:
+            return f"{self._public_base}/{quote(key)}"
+        return self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_in
+        )
+
+    def read(self, key: str, *, max_bytes: int) -> bytes | None:
+        try:
+            obj = self.client.get_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _is_missing(exc):
+                return None
+            raise StorageError(str(exc)) from exc
+        if obj["ContentLength"] > max_bytes:
+            obj["Body"].close()
+            raise StorageError(f"{key} is larger than {max_bytes} bytes")
+        return obj["Body"].read()
+
+    def size(self, key: str) -> int | None:
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=key)["ContentLength"]
+        except ClientError as exc:
+            if _is_missing(exc):
+                return None
+            raise StorageError(str(exc)) from exc
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def delete_prefix(self, prefix: str) -> int:
+        if not prefix.endswith("/"):
+            raise ValueError("refusing to delete a prefix that does not end with '/'")
+        deleted = 0
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
+            if keys:
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys})  # type: ignore[typeddict-item]
+                deleted += len(keys)
+        uploads = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=prefix)
+        for upload in uploads.get("Uploads", []):
+            self.abort_multipart(upload["Key"], upload["UploadId"])
+        return deleted
+
+    def ping(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            raise StorageError(f"bucket {self.bucket} not reachable: {exc}") from exc
+
+    def start_multipart(self, key: str, content_type: str) -> str:
+        return self.client.create_multipart_upload(
+            Bucket=self.bucket, Key=key, ContentType=content_type
+        )["UploadId"]
+
+    def multipart_part_url(
+        self, key: str, upload_id: str, part_number: int, *, expires_in: int
+    ) -> str:
+        return self.client.generate_presigned_url(
+            "upload_part",
+            Params={
+                "Bucket": self.bucket,
+                "Key": key,
+                "UploadId": upload_id,
+                "PartNumber": part_number,
+            },
+            ExpiresIn=expires_in,
+        )
+
+    def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
+        try:
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in parts]},
+            )
+        except ClientError as exc:
+            raise StorageError(_reason(exc)) from exc
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except ClientError as exc:
+            if not _is_missing(exc):
+                raise StorageError(_reason(exc)) from exc
+
+
+def _is_missing(exc: ClientError) -> bool:
+    code = exc.response.get("Error", {}).get("Code", "")
+    return code in ("404", "NoSuchKey", "NotFound", "NoSuchUpload")
+
+
+def _reason(exc: ClientError) -> str:
+    err = exc.response.get("Error", {})
+    return f"{err.get('Code', 'Error')}: {err.get('Message', '')}".strip()
+
+
+def make_storage(settings: Settings) -> Storage:
+    return S3Storage(settings)

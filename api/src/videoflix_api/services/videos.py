@@ -1,0 +1,230 @@
+"""Video queries and changes: keyset-paginated listing, favorites, sources, dispatch, deletion."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select, tuple_
+from sqlalchemy.orm import Session
+from videoflix_core import storage as keys
+from videoflix_core.db import Favorite, Video
+from videoflix_core.states import ProcessingState
+
+from videoflix_api.dispatch import Dispatcher, DispatchError
+from videoflix_api.services.storage import Storage, StorageError
+
+log = logging.getLogger(__name__)
+
+
+class InvalidCursor(ValueError):
+    pass
+
+
+def encode_cursor(created_at: datetime, video_id: int) -> str:
+    raw = json.dumps([created_at.isoformat(), video_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        stamp, video_id = json.loads(raw)
+        when = datetime.fromisoformat(stamp)
+        if when.tzinfo is None or not isinstance(video_id, int):
+            raise ValueError("bad cursor")
+        return when, video_id
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidCursor("Invalid cursor.") from exc
+
+
+@dataclass(frozen=True)
+class VideoFilter:
+    category: str | None = None
+    state: ProcessingState | None = None
+    search: str | None = None
+    favorites_of: int | None = None
+
+
+def list_videos(
+    session: Session, filters: VideoFilter, *, limit: int, cursor: str | None = None
+) -> tuple[list[Video], str | None]:
+    """One page, newest first, and the cursor of the next page (None on the last one).
+
+    Keyset pagination over (created_at, id), backed by the composite indexes, so page 2,000 costs
+    what page 1 costs; an OFFSET would scan every skipped row.
+    """
+    query = select(Video)
+    if filters.category is not None:
+        query = query.where(Video.category == filters.category)
+    if filters.state is not None:
+        query = query.where(Video.processing_state == filters.state.value)
+    if filters.search:
+        escaped = filters.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(Video.title.ilike(f"%{escaped}%", escape="\\"))
+    if filters.favorites_of is not None:
+        query = query.join(Favorite, Favorite.video_id == Video.id).where(
+            Favorite.user_id == filters.favorites_of
+        )
+    if cursor:
+        created_at, video_id = decode_cursor(cursor)
+        query = query.where(tuple_(Video.created_at, Video.id) < tuple_(created_at, video_id))
+    rows = list(
+        session.scalars(query.order_by(Video.created_at.desc(), Video.id.desc()).limit(limit + 1))
+    )
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        return rows[:limit], encode_cursor(last.created_at, last.id)
+    return rows, None
+
+
+def categories(session: Session) -> list[str]:
+    return list(
+        session.scalars(
+            select(Video.category).distinct().where(Video.category != "").order_by(Video.category)
+        )
+    )
+
+
+def get_video(session: Session, video_id: int) -> Video | None:
+    if not 0 < video_id < 2**31:
+        return None
+    return session.get(Video, video_id)
+
+
+def is_favorite(session: Session, user_id: int, video_id: int) -> bool:
+    return session.get(Favorite, (user_id, video_id)) is not None
+
+
+def toggle_favorite(session: Session, user_id: int, video_id: int) -> bool:
+    """Add or remove a favorite; True when it is a favorite afterwards."""
+    existing = session.get(Favorite, (user_id, video_id))
+    if existing is not None:
+        session.delete(existing)
+        session.flush()
+        return False
+    session.add(Favorite(user_id=user_id, video_id=video_id))
+    session.flush()
+    return True
+
+
+def create_video(
+    session: Session, *, title: str, description: str, category: str, created_by: int | None
+) -> Video:
+    video = Video(
+        title=title,
+        description=description,
+        category=category,
+        created_by_id=created_by,
+        converted_files={},
+    )
+    session.add(video)
+    session.flush()
+    return video
+
+
+def update_video(session: Session, video: Video, changes: dict[str, Any]) -> Video:
+    for name in ("title", "description", "category"):
+        if name in changes and changes[name] is not None:
+            setattr(video, name, changes[name])
+    session.flush()
+    return video
+
+
+def best_rendition(converted: dict[str, Any]) -> str | None:
+    """The finished quality with the most lines (ties: the larger file)."""
+    if not converted:
+        return None
+    return max(
+        converted,
+        key=lambda n: (converted[n].get("height") or 0, converted[n].get("bytes") or 0, n),
+    )
+
+
+def dispatch(session: Session, dispatcher: Dispatcher, video: Video) -> None:
+    """Hand the committed row to the pipeline; on failure the row says `error` with the reason.
+
+    Called after the row is committed so the operator never sees a CR for a row it cannot read.
+    """
+    try:
+        dispatcher.submit(video)
+    except DispatchError as exc:
+        log.warning("Dispatch failed", extra={"video_id": video.id, "reason": str(exc)})
+        video.processing_state = ProcessingState.ERROR.value
+        video.processing_error = f"Could not start the transcode: {exc}"
+        session.commit()
+    except Exception as exc:
+        log.exception("Dispatch failed", extra={"video_id": video.id})
+        video.processing_state = ProcessingState.ERROR.value
+        video.processing_error = f"Could not start the transcode: {type(exc).__name__}"
+        session.commit()
+
+
+def set_source(
+    session: Session, storage: Storage, dispatcher: Dispatcher, video: Video, key: str, size: int
+) -> Video:
+    """Point the video at a newly stored source and (re)start its transcode.
+
+    A new source supersedes everything derived from the old one: a new transcode generation,
+    no finished qualities, no thumbnail, until the pipeline reports again.
+    """
+    old_key = video.source_key
+    video.source_key = key
+    video.source_bytes = size
+    video.transcode_generation += 1
+    video.processing_state = ProcessingState.PENDING.value
+    video.processing_error = None
+    video.progress = 0
+    video.converted_files = {}
+    video.thumbnail_key = video.sprite_key = video.storyboard_key = None
+    video.duration_seconds = None
+    video.upload_id = video.upload_key = None
+    session.commit()
+    if old_key and old_key != key:
+        try:
+            storage.delete(old_key)
+        except (StorageError, Exception):
+            log.warning("Could not delete replaced source", extra={"key": old_key})
+    dispatch(session, dispatcher, video)
+    return video
+
+
+def retry(session: Session, dispatcher: Dispatcher, video: Video) -> Video:
+    video.transcode_generation += 1
+    video.processing_state = ProcessingState.PENDING.value
+    video.processing_error = None
+    video.progress = 0
+    session.commit()
+    dispatch(session, dispatcher, video)
+    return video
+
+
+def delete_video(session: Session, storage: Storage, dispatcher: Dispatcher, video: Video) -> None:
+    """Remove the row, stop the pipeline, and remove everything under the video's prefix.
+
+    Deleting the CR lets the operator's finalizer clean the prefix; the API cleans it as well so a
+    video that never reached the pipeline (or an embedded setup) leaks nothing either.
+    """
+    video_id = video.id
+    if video.upload_id and video.upload_key:
+        try:
+            storage.abort_multipart(video.upload_key, video.upload_id)
+        except StorageError:
+            log.warning("Could not abort upload", extra={"video_id": video_id})
+    session.execute(delete(Favorite).where(Favorite.video_id == video_id))
+    session.delete(video)
+    session.commit()
+    try:
+        dispatcher.cancel(video_id)
+    except DispatchError as exc:
+        log.warning("Could not cancel transcode", extra={"video_id": video_id, "reason": str(exc)})
+    storage.delete_prefix(keys.video_prefix(video_id))
+
+
+def count_videos(session: Session) -> int:
+    return int(session.scalar(select(func.count(Video.id))) or 0)

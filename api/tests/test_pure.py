@@ -1,0 +1,225 @@
+"""The pure decisions behind the routes, tested directly."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pydantic import ValidationError
+from videoflix_api import security
+from videoflix_api.config import DEV_SECRET_KEY, Settings
+from videoflix_api.errors import validation_errors
+from videoflix_api.ratelimit import RateLimiter
+from videoflix_api.services import playback
+from videoflix_api.services.accounts import registration_problems
+from videoflix_api.services.videos import (
+    InvalidCursor,
+    best_rendition,
+    decode_cursor,
+    encode_cursor,
+)
+
+NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+SECRET = "s" * 48
+
+
+def test_default_secret_is_refused_outside_dev_mode() -> None:
+    with pytest.raises(ValidationError, match="built-in development key"):
+        Settings(dev_mode=False)
+    with pytest.raises(ValidationError, match="at least 32"):
+        Settings(dev_mode=False, secret_key="short")
+    with pytest.raises(ValidationError, match="SameSite=None"):
+        Settings(dev_mode=False, secret_key=SECRET, cookie_samesite="none", cookie_secure=False)
+    assert Settings(dev_mode=True).secret_key.get_secret_value() == DEV_SECRET_KEY
+    assert Settings(dev_mode=False, secret_key=SECRET).dev_mode is False
+
+
+def test_settings_come_from_videoflix_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIDEOFLIX_SECRET_KEY", SECRET)
+    monkeypatch.setenv("VIDEOFLIX_S3_BUCKET", "media")
+    monkeypatch.setenv("VIDEOFLIX_CORS_ORIGINS", '["https://a.example/"]')
+    settings = Settings()
+    assert settings.s3_bucket == "media"
+    assert settings.allowed_origins == ["http://localhost:4200", "https://a.example"]
+    monkeypatch.setenv("VIDEOFLIX_FRONTEND_URL", "not a url")
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_tokens_round_trip_and_expire() -> None:
+    token, claims = security.create_token(
+        SECRET,
+        user_id=7,
+        token_type="refresh",
+        now=NOW,
+        lifetime=timedelta(minutes=5),
+        family="fam",
+    )
+    decoded = security.decode_token(SECRET, token, "refresh", now=NOW + timedelta(minutes=4))
+    assert decoded == claims and decoded.family == "fam"
+    with pytest.raises(security.InvalidToken, match="expired"):
+        security.decode_token(SECRET, token, "refresh", now=NOW + timedelta(minutes=5))
+    with pytest.raises(security.InvalidToken, match="type"):
+        security.decode_token(SECRET, token, "access", now=NOW)
+    with pytest.raises(security.InvalidToken):
+        security.decode_token("t" * 48, token, "refresh", now=NOW)
+    with pytest.raises(security.InvalidToken):
+        security.decode_token(SECRET, token[:-2], "refresh", now=NOW)
+
+
+def test_passwords_are_argon2id() -> None:
+    hashed = security.hash_password("correct horse")
+    assert hashed.startswith("$argon2id$")
+    assert security.verify_password(hashed, "correct horse")
+    assert not security.verify_password(hashed, "wrong horse")
+    assert not security.verify_password(None, "correct horse")
+    assert not security.verify_password("garbage", "x")
+
+
+def test_password_rules() -> None:
+    assert security.password_problems("12345678901")
+    assert security.password_problems("short")
+    assert security.password_problems("me@example.com", "me@example.com")
+    assert security.password_problems("a decent passphrase") == []
+    errors = registration_problems("me@example.com", "a decent passphrase", "other")
+    assert errors == {"confirm_password": ["Passwords do not match."]}
+
+
+def test_single_use_tokens_store_only_a_digest() -> None:
+    token, digest = security.new_single_use_token()
+    assert len(token) >= 40 and digest == security.hash_single_use_token(token)
+    assert token not in digest
+
+
+@pytest.mark.parametrize(
+    ("method", "origin", "referer", "cookie", "refused"),
+    [
+        ("POST", "https://evil.example", None, True, True),
+        ("POST", "https://app.example", None, True, False),
+        ("POST", "https://api.example", None, True, False),
+        ("POST", "null", None, True, True),
+        ("POST", None, "https://evil.example/x", True, True),
+        ("POST", None, "https://app.example/watch/1", True, False),
+        ("POST", None, None, True, False),
+        ("POST", "https://evil.example", None, False, False),
+        ("GET", "https://evil.example", None, True, False),
+        ("DELETE", "https://app.example.evil.example", None, True, True),
+    ],
+)
+def test_csrf_decision(
+    method: str, origin: str | None, referer: str | None, cookie: bool, refused: bool
+) -> None:
+    reason = security.csrf_violation(
+        method,
+        origin=origin,
+        referer=referer,
+        own_origin="https://api.example",
+        trusted_origins=["https://app.example"],
+        has_auth_cookie=cookie,
+    )
+    assert (reason is not None) == refused
+
+
+def test_rate_limiter_window() -> None:
+    now = [100.0]
+    limiter = RateLimiter(clock=lambda: now[0])
+    assert [limiter.hit("k", 2, 60) for _ in range(2)] == [None, None]
+    assert limiter.hit("k", 2, 60) == 60
+    now[0] += 59.5
+    assert limiter.hit("k", 2, 60) == 1
+    assert limiter.hit("other", 2, 60) is None
+    now[0] += 1
+    assert limiter.hit("k", 2, 60) is None
+
+
+def test_rate_limiter_memory_is_bounded() -> None:
+    now = [0.0]
+    limiter = RateLimiter(clock=lambda: now[0], max_keys=10)
+    for i in range(50):
+        limiter.hit(f"k{i}", 1, 60)
+    assert len(limiter._windows) <= 10
+
+
+def test_validation_errors_are_drf_shaped() -> None:
+    errors = [
+        {"type": "missing", "loc": ("body", "email"), "msg": "Field required"},
+        {"type": "string_too_long", "loc": ("body", "title"), "msg": "String should have at most"},
+        {"type": "int_parsing", "loc": ("query", "limit"), "msg": "Input should be an integer"},
+        {"type": "json_invalid", "loc": ("body", 3), "msg": "JSON decode error"},
+        {"type": "value_error", "loc": ("body",), "msg": "Value error, Bad things"},
+    ]
+    assert validation_errors(errors) == {
+        "email": ["This field is required."],
+        "title": ["String should have at most"],
+        "limit": ["Input should be an integer"],
+        "non_field_errors": ["Invalid JSON body.", "Bad things"],
+    }
+
+
+def test_cursor_round_trip_and_garbage() -> None:
+    cursor = encode_cursor(NOW, 42)
+    assert decode_cursor(cursor) == (NOW, 42)
+    for bad in ("", "!!!", "e30", encode_cursor(NOW, 1)[:-3]):
+        with pytest.raises(InvalidCursor):
+            decode_cursor(bad)
+
+
+def test_best_rendition() -> None:
+    assert best_rendition({}) is None
+    assert (
+        best_rendition({"120p": {"height": 120}, "720p": {"height": 720}, "360p": {"height": 360}})
+        == "720p"
+    )
+
+
+PLAYLIST = """#EXTM3U
+#EXT-X-VERSION:7
+#EXT-X-TARGETDURATION:2
+#EXT-X-PLAYLIST-TYPE:VOD
+#EXT-X-MAP:URI="video.mp4",BYTERANGE="812@0"
+#EXTINF:2.000000,
+#EXT-X-BYTERANGE:10000@812
+video.mp4
+#EXTINF:1.000000,
+#EXT-X-BYTERANGE:5000@10812
+video.mp4
+#EXT-X-ENDLIST
+"""
+
+
+def test_media_playlist_rewrite_presigns_once() -> None:
+    calls: list[str] = []
+
+    def resolve(uri: str) -> str:
+        calls.append(uri)
+        return f"https://s3.example/b/videos/1/720p/{uri}?sig=abc"
+
+    out = playback.rewrite_media_playlist(PLAYLIST, resolve)
+    assert calls == ["video.mp4"]
+    url = "https://s3.example/b/videos/1/720p/video.mp4?sig=abc"
+    assert f'#EXT-X-MAP:URI="{url}",BYTERANGE="812@0"' in out
+    assert out.count(f"\n{url}\n") == 2
+    assert "#EXT-X-BYTERANGE:5000@10812" in out and out.endswith("#EXT-X-ENDLIST\n")
+
+
+def test_media_key_refuses_escapes() -> None:
+    key = "videos/1/720p/index.m3u8"
+    assert playback.media_key(key, "video.mp4") == "videos/1/720p/video.mp4"
+    assert playback.media_key(key, "../../2/720p/video.mp4") is None
+    assert playback.media_key(key, "/etc/passwd") is None
+    assert playback.media_key(key, "https://elsewhere/x.mp4") is None
+
+
+def test_master_playlist() -> None:
+    text = playback.master_playlist(
+        {
+            "720p": {"width": 1280, "height": 720, "bitrate": 2_500_000},
+            "120p": {"width": 214, "height": 120, "bytes": 100_000, "durationSeconds": 8},
+        },
+        lambda name: f"{name}/index.m3u8",
+    )
+    lines = text.splitlines()
+    assert lines[0] == "#EXTM3U"
+    assert lines[3] == '#EXT-X-STREAM-INF:BANDWIDTH=100000,RESOLUTION=214x120,NAME="120p"'
+    assert lines[4] == "120p/index.m3u8"
+    assert lines[5].startswith("#EXT-X-STREAM-INF:BANDWIDTH=2500000,RESOLUTION=1280x720")

@@ -1,0 +1,3 @@
+from videoflix_operator.main import run
+
+run()

@@ -1,0 +1,109 @@
+"""Operator settings from the environment (`VIDEOFLIX_…`), loaded once and passed down."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from videoflix_core.ladder import DEFAULT_LADDER, Rung
+
+
+class Resources(BaseModel):
+    """Container requests/limits in Kubernetes quantities."""
+
+    requests: dict[str, str] = Field(default_factory=dict)
+    limits: dict[str, str] = Field(default_factory=dict)
+
+    def manifest(self) -> dict[str, dict[str, str]]:
+        return {k: v for k, v in (("requests", self.requests), ("limits", self.limits)) if v}
+
+
+class LadderRung(BaseModel):
+    name: str = Field(pattern=r"^[1-9][0-9]{1,3}p$")
+    height: int = Field(ge=16, le=4320)
+    video_bitrate: int | None = None
+    maxrate: int | None = None
+    bufsize: int | None = None
+    audio_bitrate: int | None = None
+
+    def rung(self) -> Rung:
+        return Rung(**self.model_dump())
+
+
+def _default_resources() -> dict[str, Resources]:
+    small = Resources(
+        requests={"cpu": "250m", "memory": "256Mi"}, limits={"cpu": "1", "memory": "512Mi"}
+    )
+    return {
+        "probe": small,
+        "thumbnail": small,
+        "120p": small,
+        "360p": Resources(
+            requests={"cpu": "500m", "memory": "384Mi"}, limits={"cpu": "1", "memory": "768Mi"}
+        ),
+        "720p": Resources(
+            requests={"cpu": "1", "memory": "512Mi"}, limits={"cpu": "2", "memory": "1Gi"}
+        ),
+        "1080p": Resources(
+            requests={"cpu": "1", "memory": "768Mi"}, limits={"cpu": "2", "memory": "2Gi"}
+        ),
+        "ladder": Resources(
+            requests={"cpu": "1", "memory": "1Gi"}, limits={"cpu": "2", "memory": "3Gi"}
+        ),
+    }
+
+
+class OperatorSettings(BaseSettings):
+    """Everything the operator can be told. Complex values (dicts, lists) are JSON in the env."""
+
+    model_config = SettingsConfigDict(env_prefix="VIDEOFLIX_", extra="ignore")
+
+    namespace: str = "videoflix"
+    # Transcode Jobs
+    transcoder_image: str = "ghcr.io/videoflix/videoflix-transcoder:0.1.0"
+    image_pull_policy: str = "IfNotPresent"
+    job_service_account: str = "videoflix-transcoder"
+    s3_secret_name: str = Field(
+        default="videoflix-s3",
+        description="Secret with VIDEOFLIX_S3_* keys, injected into Job pods with envFrom.",
+    )
+    resources: dict[str, Resources] = Field(default_factory=_default_resources)
+    ladder: list[LadderRung] | None = None
+    max_running_jobs: int = Field(
+        default=4, ge=1, description="Cap on unsuspended, unfinished Jobs."
+    )
+    job_ttl_seconds: int = Field(default=3600, ge=0)
+    backoff_limit: int = Field(default=2, ge=0)
+    probe_deadline_seconds: int = Field(default=300, ge=1)
+    rendition_deadline_seconds: int = Field(default=3600, ge=1)
+    thumbnail_deadline_seconds: int = Field(default=600, ge=1)
+    scratch_size_limit: str = "20Gi"
+    run_as_user: int = 10001
+    # Reconcile loop
+    resync_seconds: float = Field(default=60.0, gt=0)
+    scheduler_interval_seconds: float = Field(default=10.0, gt=0)
+    io_threads: int = Field(default=32, ge=2, description="Threads for blocking client calls.")
+    # Database and storage the operator itself uses (outcome writes, cleanup)
+    database_url: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    s3_region: str = "us-east-1"
+    # Observability
+    metrics_port: int = Field(default=9090, ge=0, description="0 disables the metrics server.")
+    liveness_port: int = 8080
+
+    def ladder_rungs(self) -> tuple[Rung, ...]:
+        return tuple(r.rung() for r in self.ladder) if self.ladder else DEFAULT_LADDER
+
+    def resources_for(self, key: str) -> dict[str, Any]:
+        # A custom rung without its own entry gets the largest rung's: safe rather than unbounded.
+        found = self.resources.get(key) or self.resources.get("1080p")
+        return found.manifest() if found else {}
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> OperatorSettings:
+    return OperatorSettings()

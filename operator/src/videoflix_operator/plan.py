@@ -1,0 +1,287 @@
+"""Pure decisions of the reconcile loop: observed Jobs + spec → status and actions.
+
+`plan()` is level-based: it looks at what exists now (Jobs of this CR and the last written status)
+and says what to create, delete and write, so create, resume, update and every Job event run the
+very same function, and running it twice changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from videoflix_core import storage
+from videoflix_core.status import (
+    RENDITION_PREFIX,
+    StepObservation,
+    aggregate,
+    parse_result,
+    spec_hash,
+)
+from videoflix_core.transcode import (
+    ANNOTATION_PRIORITY,
+    LABEL_RENDITION,
+    LABEL_SPEC_HASH,
+    LABEL_STEP,
+    Phase,
+    StepPhase,
+    VideoTranscodeSpec,
+    VideoTranscodeStatus,
+)
+
+from videoflix_operator.builders import Owner, build_job
+from videoflix_operator.config import OperatorSettings
+
+Obj = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class EventNote:
+    """A Kubernetes Event to post on the CR."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass
+class Actions:
+    status: VideoTranscodeStatus
+    create: list[dict[str, Any]] = field(default_factory=list)
+    delete_jobs: list[str] = field(default_factory=list)
+    delete_prefixes: list[str] = field(default_factory=list)
+    keep_keys: set[str] = field(default_factory=set)
+    events: list[EventNote] = field(default_factory=list)
+
+
+def step_key(job: Obj) -> str | None:
+    """The status step a Job stands for, from its labels."""
+    job_labels = job.get("metadata", {}).get("labels") or {}
+    kind = job_labels.get(LABEL_STEP)
+    if kind == "rendition":
+        rendition = job_labels.get(LABEL_RENDITION)
+        return RENDITION_PREFIX + rendition if rendition else None
+    return kind if kind in ("probe", "thumbnail", "ladder") else None
+
+
+def _condition(job: Obj, kind: str) -> Obj | None:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == kind and cond.get("status") == "True":
+            return cond  # type: ignore[no-any-return]
+    return None
+
+
+def is_finished(job: Obj) -> bool:
+    return _condition(job, "Complete") is not None or _condition(job, "Failed") is not None
+
+
+def deciding_pod_message(pods: Iterable[Obj], succeeded: bool) -> str | None:
+    """The termination message of the pod that decided the Job: the succeeded one, or the last
+    failed one (the newest attempt says the most current reason)."""
+    wanted = "Succeeded" if succeeded else "Failed"
+    best: tuple[str, str] | None = None
+    for pod in pods:
+        status = pod.get("status") or {}
+        if status.get("phase") != wanted:
+            continue
+        for cs in status.get("containerStatuses") or []:
+            terminated = (cs.get("state") or {}).get("terminated") or {}
+            message = terminated.get("message")
+            if message:
+                finished = str(terminated.get("finishedAt") or "")
+                if best is None or finished >= best[0]:
+                    best = (finished, str(message))
+    return best[1] if best else None
+
+
+def observe_job(job: Obj, result: Mapping[str, Any] | None) -> StepObservation:
+    status = job.get("status") or {}
+    complete = _condition(job, "Complete")
+    failed = _condition(job, "Failed")
+    finished: Literal["Complete", "Failed"] | None = (
+        "Complete" if complete else "Failed" if failed else None
+    )
+    decided = complete or failed
+    return StepObservation(
+        name=str(job.get("metadata", {}).get("name", "")),
+        suspended=bool((job.get("spec") or {}).get("suspend")),
+        active=int(status.get("active") or 0),
+        succeeded=int(status.get("succeeded") or 0),
+        failed=int(status.get("failed") or 0),
+        finished=finished,
+        reason=failed.get("reason") if failed else None,
+        message=failed.get("message") if failed else None,
+        started_at=status.get("startTime"),
+        finished_at=status.get("completionTime") or (decided or {}).get("lastTransitionTime"),
+        result=result,
+    )
+
+
+def job_result(job: Obj, pods: Iterable[Obj]) -> dict[str, Any] | None:
+    """Parse the result of a finished Job from its pods (None while it runs)."""
+    if not is_finished(job):
+        return None
+    return parse_result(deciding_pod_message(pods, _condition(job, "Complete") is not None))
+
+
+@dataclass(frozen=True)
+class Observed:
+    jobs: Sequence[Obj]
+    results: Mapping[str, Mapping[str, Any] | None]
+    previous: VideoTranscodeStatus | None
+    generation: int | None = None
+
+
+def plan(
+    spec: VideoTranscodeSpec,
+    owner: Owner,
+    observed: Observed,
+    settings: OperatorSettings,
+    now: str,
+) -> Actions:
+    current = spec_hash(spec)
+    steps: dict[str, StepObservation] = {}
+    actions = Actions(status=VideoTranscodeStatus())
+    for job in observed.jobs:
+        name = str(job["metadata"]["name"])
+        job_labels = job["metadata"].get("labels") or {}
+        key = step_key(job)
+        if job_labels.get(LABEL_SPEC_HASH) != current or key is None:
+            actions.delete_jobs.append(name)  # superseded by a spec change
+            continue
+        steps[key] = observe_job(job, observed.results.get(name))
+
+    agg = aggregate(
+        spec,
+        steps,
+        observed.previous,
+        now=now,
+        generation=observed.generation,
+        ladder=settings.ladder_rungs(),
+    )
+    actions.status = agg.status
+    for step, rungs in agg.to_start.items():
+        actions.create.append(
+            build_job(
+                owner=owner, spec=spec, spec_hash=current, step=step, rungs=rungs, settings=settings
+            )
+        )
+
+    previous = observed.previous
+    if previous is not None and previous.spec_hash and previous.spec_hash != current:
+        # New source or ladder: old outputs must not be served next to (or instead of) new ones.
+        prefix = storage.video_prefix(spec.video_id)
+        actions.delete_prefixes = [
+            *(storage.rendition_prefix(spec.video_id, n) for n in (previous.renditions or {})),
+            storage.thumbnails_prefix(spec.video_id),
+            f"{prefix}source/",
+        ]
+        actions.keep_keys = {spec.source.key}
+        actions.events.append(EventNote("Normal", "Superseded", "Spec changed: restarting"))
+    actions.events += [
+        EventNote("Normal", "CreatedJob", f"Created Job {job['metadata']['name']}")
+        for job in actions.create
+    ]
+    actions.events += transition_events(
+        previous if previous is not None and previous.spec_hash == current else None, agg.status
+    )
+    return actions
+
+
+def transition_events(
+    before: VideoTranscodeStatus | None, after: VideoTranscodeStatus
+) -> list[EventNote]:
+    """Events for milestones and failures between two statuses (none when nothing changed)."""
+    notes: list[EventNote] = []
+    old_renditions = (before.renditions or {}) if before else {}
+    for name, rendition in (after.renditions or {}).items():
+        old = old_renditions.get(name)
+        if old is not None and old.phase == rendition.phase:
+            continue
+        if rendition.phase == StepPhase.SUCCEEDED and rendition.output is not None:
+            out = rendition.output
+            notes.append(
+                EventNote(
+                    "Normal", "RenditionReady", f"Rendition {name} ready ({out.width}x{out.height})"
+                )
+            )
+        elif rendition.phase == StepPhase.FAILED:
+            notes.append(
+                EventNote(
+                    "Warning", "RenditionFailed", f"Rendition {name} failed: {rendition.message}"
+                )
+            )
+    old_phase = before.phase if before else None
+    if after.phase != old_phase:
+        if after.phase == Phase.FAILED:
+            notes.append(EventNote("Warning", "TranscodeFailed", after.message or "failed"))
+        elif after.phase == Phase.SUCCEEDED:
+            notes.append(
+                EventNote("Normal", "TranscodeSucceeded", f"All {after.ready} renditions ready")
+            )
+        elif after.phase == Phase.TRANSCODING and after.source is not None:
+            src = after.source
+            notes.append(
+                EventNote(
+                    "Normal",
+                    "Probed",
+                    f"Source is {src.width}x{src.height}, "
+                    f"{src.duration_seconds:.1f}s; planned {after.ready}",
+                )
+            )
+    return notes
+
+
+def status_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch turning `old` into `new`: keys gone from `new` are set to null, so
+    renditions of a superseded plan do not linger in the status."""
+    patch: dict[str, Any] = {}
+    old = old or {}
+    for key in old:
+        if key not in new:
+            patch[key] = None
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            sub = status_patch(before, value)
+            if sub:
+                patch[key] = sub
+        elif value != before:
+            patch[key] = value
+    return patch
+
+
+def _priority(job: Obj) -> int:
+    raw = (job.get("metadata", {}).get("annotations") or {}).get(ANNOTATION_PRIORITY, "0")
+    try:
+        return int(raw)
+    except ValueError:
+        return 0
+
+
+def select_releases(jobs: Iterable[Obj], cap: int) -> tuple[list[tuple[str, str]], int, int]:
+    """Which suspended Jobs to release: (namespace, name) list, plus running and queued counts.
+
+    Running = unsuspended and unfinished. Released highest priority first, then oldest, so a
+    flood of uploads cannot starve an urgent one and nothing waits forever behind newer work.
+    """
+    running = 0
+    queued: list[Obj] = []
+    for job in jobs:
+        if is_finished(job):
+            continue
+        if (job.get("spec") or {}).get("suspend"):
+            queued.append(job)
+        else:
+            running += 1
+    queued.sort(
+        key=lambda j: (
+            -_priority(j),
+            str(j["metadata"].get("creationTimestamp") or ""),
+            str(j["metadata"]["name"]),
+        )
+    )
+    free = max(0, cap - running)
+    chosen = [(str(j["metadata"]["namespace"]), str(j["metadata"]["name"])) for j in queued[:free]]
+    return chosen, running, len(queued)

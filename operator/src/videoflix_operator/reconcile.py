@@ -1,0 +1,254 @@
+"""The reconcile loop's I/O shell: read the world, call the pure `plan()`, apply its actions.
+
+One `Reconciler` per operator process, shared by every handler. Each CR is reconciled by at most one
+task at a time (per-CR lock); triggers that arrive meanwhile are coalesced into one more run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+from videoflix_core import storage
+from videoflix_core.status import Outcome, outcome
+from videoflix_core.transcode import VideoTranscodeSpec, VideoTranscodeStatus
+
+from videoflix_operator import metrics
+from videoflix_operator.builders import MANAGED_BY, Owner, step_kind
+from videoflix_operator.config import OperatorSettings
+from videoflix_operator.database import Database
+from videoflix_operator.k8s import Kube
+from videoflix_operator.objectstore import ObjectStore
+from videoflix_operator.plan import (
+    EventNote,
+    Observed,
+    is_finished,
+    job_result,
+    plan,
+    select_releases,
+    status_patch,
+    step_key,
+)
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+# Posts a Kubernetes Event on the CR body (kopf.event in production).
+EventPoster = Callable[[Obj, EventNote], None]
+
+
+class NotSynced(Exception):
+    """The outcome could not reach the database yet: retried by the caller."""
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Reconciler:
+    settings: OperatorSettings
+    kube: Kube
+    store: ObjectStore | None
+    database: Database | None
+    post_event: EventPoster
+    _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+    _again: set[tuple[str, str]] = field(default_factory=set)
+    _written: dict[tuple[str, str], Outcome] = field(default_factory=dict)
+    _results: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    scheduler_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    _requested: set[tuple[str, str]] = field(default_factory=set)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def request(self, namespace: str, name: str, delay: float = 0.5) -> None:
+        """Reconcile soon, once for a burst of triggers: one Job change comes as several watch
+        events (active, pod status, conditions), and one pass sees them all."""
+        key = (namespace, name)
+        if key in self._requested:
+            return
+        self._requested.add(key)
+
+        async def later() -> None:
+            await asyncio.sleep(delay)
+            self._requested.discard(key)
+            try:
+                await self.reconcile(namespace, name)
+            except Exception as exc:
+                # Not retried here: the CR's resync timer picks it up (level-based, always safe).
+                log.warning("Reconcile of %s failed (resync will retry): %s", name, exc)
+
+        task = asyncio.create_task(later(), name=f"reconcile-{namespace}-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def is_synced(self, namespace: str, name: str) -> bool:
+        return (namespace, name) in self._written
+
+    async def reconcile(self, namespace: str, name: str) -> None:
+        """Bring one CR's Jobs, status and videos row in line with its spec.
+
+        Raises NotSynced when only the database write failed (status and Jobs are done), any other
+        exception when the cluster could not be read or changed.
+        """
+        key = (namespace, name)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        if lock.locked():
+            self._again.add(key)  # the running pass may have read stale Jobs: run once more
+            return
+        async with lock:
+            while True:
+                self._again.discard(key)
+                started = time.perf_counter()
+                try:
+                    await self._reconcile_once(namespace, name)
+                except NotSynced:
+                    metrics.RECONCILE_ERRORS.labels(kind="database").inc()
+                    raise
+                except Exception:
+                    metrics.RECONCILE_ERRORS.labels(kind="cluster").inc()
+                    raise
+                finally:
+                    metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+                if key not in self._again:
+                    break
+
+    async def _reconcile_once(self, namespace: str, name: str) -> None:
+        body = await self.kube.get_transcode(namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            self.forget(namespace, name)
+            return
+        try:
+            spec = VideoTranscodeSpec.model_validate(body.get("spec") or {})
+        except ValidationError as exc:
+            # The CRD schema should have refused it; nothing sensible can be done with it.
+            log.error("Ignored VideoTranscode with an invalid spec: %s", exc, extra={"name": name})
+            return
+        raw_status = body.get("status") or None
+        previous = VideoTranscodeStatus.model_validate(raw_status) if raw_status else None
+        owner = Owner(name=name, namespace=namespace, uid=body["metadata"]["uid"])
+
+        jobs = await self.kube.jobs_of(namespace, name)
+        results: dict[str, dict[str, Any] | None] = {}
+        for job in jobs:
+            job_name = job["metadata"]["name"]
+            if not is_finished(job):
+                continue
+            # A finished Job's result never changes: read its pods once per process.
+            if job_name not in self._results:
+                pods = await self.kube.pods_of_job(namespace, job_name)
+                self._results[job_name] = job_result(job, pods)
+            results[job_name] = self._results[job_name]
+        observed = Observed(
+            jobs=jobs,
+            results=results,
+            previous=previous,
+            generation=body["metadata"].get("generation"),
+        )
+        actions = plan(spec, owner, observed, self.settings, utcnow())
+
+        for job_name in actions.delete_jobs:
+            await self.kube.delete_job(namespace, job_name)
+            log.info("Deleted superseded Job %s", job_name)
+        if actions.delete_prefixes and self.store is not None:
+            for prefix in actions.delete_prefixes:
+                await self.store.delete_prefix(
+                    spec.source.bucket, prefix, frozenset(actions.keep_keys)
+                )
+            log.info("Deleted superseded outputs of %s", name)
+        created = 0
+        for manifest in actions.create:
+            if await self.kube.create_job(namespace, manifest):
+                created += 1
+                job_labels = manifest["metadata"]["labels"]
+                metrics.JOBS_CREATED.labels(
+                    step=step_kind(step_key(manifest) or ""),
+                    rendition=job_labels.get("videoflix.io/rendition", ""),
+                ).inc()
+                log.info("Created Job %s", manifest["metadata"]["name"])
+        if created:
+            self.scheduler_wakeup.set()
+        if any(is_finished(j) for j in jobs):
+            self.scheduler_wakeup.set()
+
+        new_status = actions.status.wire()
+        patch = status_patch(raw_status, new_status)
+        if patch:  # unchanged status, no write: no watch event, no churn
+            await self.kube.patch_transcode_status(namespace, name, patch)
+        metrics.observe_transitions(previous, actions.status)
+        metrics.track_phase(f"{namespace}/{name}", str(actions.status.phase))
+        for note in actions.events:
+            if note.reason != "CreatedJob" or created:
+                self.post_event(body, note)
+
+        await self._sync_database(namespace, name, outcome(spec, actions.status))
+
+    async def _sync_database(self, namespace: str, name: str, result: Outcome) -> None:
+        key = (namespace, name)
+        if self.database is None or self._written.get(key) == result:
+            return
+        try:
+            written = await self.database.write(result)
+        except Exception as exc:
+            self._written.pop(key, None)
+            log.warning("Could not write the outcome of %s to the database: %s", name, exc)
+            raise NotSynced(str(exc)) from exc
+        if not written:
+            log.info("Skipped the outcome of %s: videos row gone or newer generation", name)
+        self._written[key] = result
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._written.pop((namespace, name), None)
+        metrics.track_phase(f"{namespace}/{name}", None)
+
+    async def cleanup(self, namespace: str, name: str, spec: VideoTranscodeSpec) -> bool:
+        """Finalizer work: stop the Jobs, then delete every object under the video's prefix.
+
+        False while pods are still running (they could write after the delete): retry later.
+        """
+        for job in await self.kube.jobs_of(namespace, name):
+            await self.kube.delete_job(namespace, job["metadata"]["name"])
+        pods = await self.kube.pods_of_transcode(namespace, name)
+        if any((p.get("status") or {}).get("phase") in ("Pending", "Running") for p in pods):
+            return False
+        if self.store is not None:
+            deleted = await self.store.delete_prefix(
+                spec.source.bucket, storage.video_prefix(spec.video_id)
+            )
+            log.info("Deleted %d stored objects of %s", deleted, name)
+        self.forget(namespace, name)
+        return True
+
+    async def schedule(self) -> None:
+        """Release suspended Jobs up to the cap, by priority then age (one pass)."""
+        jobs = await self.kube.list_jobs(
+            self.settings.namespace, f"app.kubernetes.io/managed-by={MANAGED_BY}"
+        )
+        releases, running, queued = select_releases(jobs, self.settings.max_running_jobs)
+        for namespace, job_name in releases:
+            await self.kube.release_job(namespace, job_name)
+            log.info("Released Job %s", job_name)
+        metrics.RUNNING_JOBS.set(running + len(releases))
+        metrics.QUEUE_DEPTH.set(queued - len(releases))
+
+    async def run_scheduler(self) -> None:
+        """The one place that unsuspends Jobs, so the cap holds without races between CRs."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self.scheduler_wakeup.wait(), timeout=self.settings.scheduler_interval_seconds
+                )
+            self.scheduler_wakeup.clear()
+            try:
+                await self.schedule()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                metrics.RECONCILE_ERRORS.labels(kind="scheduler").inc()
+                log.exception("Scheduling pass failed; retrying")
+                await asyncio.sleep(1)

@@ -1,0 +1,198 @@
+"""Job names and manifests, checked field by field."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from videoflix_core.ladder import DEFAULT_LADDER, Rung
+from videoflix_core.status import LADDER, PROBE, THUMBNAIL, rendition_step
+from videoflix_core.transcode import VideoTranscodeSpec
+from videoflix_operator.builders import Owner, build_job, job_name, transcoder_args
+from videoflix_operator.config import OperatorSettings
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+SPEC = VideoTranscodeSpec.model_validate(
+    {"videoId": 42, "source": {"bucket": "media", "key": "videos/42/source/a.mp4"}, "priority": 7}
+)
+OWNER = Owner(name="video-42", namespace="vf", uid="uid-1")
+SETTINGS = OperatorSettings(namespace="vf", transcoder_image="registry/videoflix-transcoder:1")
+
+
+def job(step: str, rungs: list[Rung] | None = None) -> dict[str, Any]:
+    return build_job(
+        owner=OWNER,
+        spec=SPEC,
+        spec_hash="abcd1234",
+        step=step,
+        rungs=rungs or [],
+        settings=SETTINGS,
+    )
+
+
+def test_names_are_deterministic_and_per_step() -> None:
+    assert job_name("video-42", "abcd1234", PROBE) == "video-42-abcd1234-probe"
+    assert job_name("video-42", "abcd1234", THUMBNAIL) == "video-42-abcd1234-thumb"
+    assert job_name("video-42", "abcd1234", LADDER) == "video-42-abcd1234-ladder"
+    assert job_name("video-42", "abcd1234", rendition_step("1080p")) == "video-42-abcd1234-1080p"
+    assert job_name("video-42", "abcd1234", PROBE) == job_name("video-42", "abcd1234", PROBE)
+
+
+@pytest.mark.parametrize("length", [40, 48, 49, 50, 63, 120, 253])
+def test_names_stay_valid_dns_labels_at_and_over_63_chars(length: int) -> None:
+    cr = ("video-" + "9" * 300)[:length]
+    names = {
+        job_name(cr, "abcd1234", step)
+        for step in (PROBE, THUMBNAIL, LADDER, rendition_step("1080p"))
+    }
+    assert len(names) == 4
+    for name in names:
+        assert len(name) <= 63, name
+        assert DNS_LABEL.match(name), name
+    # Long names that differ only after the cut must still get different Jobs.
+    other = cr[:-1] + "8"
+    assert job_name(cr, "abcd1234", PROBE) != job_name(other, "abcd1234", PROBE)
+
+
+def test_exactly_63_chars_is_kept_as_is() -> None:
+    suffix = "-abcd1234-1080p"
+    cr = "v" * (63 - len(suffix))
+    assert job_name(cr, "abcd1234", rendition_step("1080p")) == cr + suffix
+    assert len(cr + suffix) == 63
+    longer = job_name(cr + "x", "abcd1234", rendition_step("1080p"))
+    assert len(longer) == 63 and longer != cr + "x" + suffix
+
+
+def test_transcoder_cli_follows_the_contract() -> None:
+    src, dest = "s3://media/videos/42/source/a.mp4", "s3://media/videos/42/"
+    assert transcoder_args(PROBE, SPEC, []) == ["probe", "--source", src]
+    assert transcoder_args(THUMBNAIL, SPEC, []) == ["thumbnail", "--source", src, "--dest", dest]
+    rung = DEFAULT_LADDER[2]
+    assert transcoder_args(rendition_step("720p"), SPEC, [rung]) == [
+        "rendition",
+        "--source",
+        src,
+        "--dest",
+        dest,
+        "--name",
+        "720p",
+        "--height",
+        "720",
+        "--maxrate",
+        "3000",
+        "--bufsize",
+        "6000",
+        "--audio-bitrate",
+        "128",
+    ]
+    assert transcoder_args(LADDER, SPEC, list(DEFAULT_LADDER[:2])) == [
+        "ladder",
+        "--source",
+        src,
+        "--dest",
+        dest,
+        "--rung",
+        "120p:120",
+        "--rung",
+        "360p:360",
+    ]
+
+
+def test_job_is_owned_labelled_suspended_and_bounded() -> None:
+    j = job(rendition_step("720p"), [DEFAULT_LADDER[2]])
+    meta, spec = j["metadata"], j["spec"]
+    assert meta["name"] == "video-42-abcd1234-720p"
+    assert meta["namespace"] == "vf"
+    assert meta["ownerReferences"] == [
+        {
+            "apiVersion": "videoflix.io/v1alpha1",
+            "kind": "VideoTranscode",
+            "name": "video-42",
+            "uid": "uid-1",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    labels = meta["labels"]
+    assert labels["videoflix.io/transcode"] == "video-42"
+    assert labels["videoflix.io/rendition"] == "720p"
+    assert labels["videoflix.io/step"] == "rendition"
+    assert labels["videoflix.io/spec-hash"] == "abcd1234"
+    assert labels["app.kubernetes.io/managed-by"] == "videoflix-operator"
+    assert labels["app.kubernetes.io/name"] == "videoflix-transcoder"
+    assert spec["template"]["metadata"]["labels"] == labels
+    assert meta["annotations"]["videoflix.io/priority"] == "7"
+    assert spec["suspend"] is True
+    assert spec["backoffLimit"] == SETTINGS.backoff_limit
+    assert spec["activeDeadlineSeconds"] == SETTINGS.rendition_deadline_seconds
+    assert spec["ttlSecondsAfterFinished"] == SETTINGS.job_ttl_seconds
+    assert job(PROBE)["spec"]["activeDeadlineSeconds"] == SETTINGS.probe_deadline_seconds
+
+
+def test_pod_failure_policy_fails_on_bad_input_and_ignores_disruptions() -> None:
+    rules = job(PROBE)["spec"]["podFailurePolicy"]["rules"]
+    assert rules[0] == {
+        "action": "FailJob",
+        "onExitCodes": {"containerName": "transcoder", "operator": "In", "values": [2]},
+    }
+    assert rules[1] == {
+        "action": "Ignore",
+        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+    }
+    assert job(PROBE)["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+
+
+def test_pod_is_locked_down() -> None:
+    pod = job(PROBE)["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["serviceAccountName"] == SETTINGS.job_service_account
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    [c] = pod["containers"]
+    assert c["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert c["image"] == "registry/videoflix-transcoder:1"
+
+
+def test_pod_env_scratch_cpu_limit_and_s3_secret() -> None:
+    pod = job(rendition_step("1080p"), [DEFAULT_LADDER[3]])["spec"]["template"]["spec"]
+    [c] = pod["containers"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["VIDEOFLIX_SCRATCH_DIR"]["value"] == "/scratch"
+    assert env["VIDEOFLIX_CPU_LIMIT"]["valueFrom"]["resourceFieldRef"]["resource"] == "limits.cpu"
+    assert c["envFrom"] == [{"secretRef": {"name": "videoflix-s3"}}]
+    assert not any("SECRET" in e["name"] for e in c["env"])
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert mounts["scratch"] == "/scratch"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes["scratch"]
+    assert c["resources"] == SETTINGS.resources["1080p"].manifest()
+    assert c["resources"]["limits"]["cpu"] == "2"
+
+
+def test_resources_per_rung_and_fallback_for_custom_rungs() -> None:
+    small = job(rendition_step("120p"), [DEFAULT_LADDER[0]])
+    custom = job(rendition_step("240p"), [Rung("240p", 240)])
+    res = lambda j: j["spec"]["template"]["spec"]["containers"][0]["resources"]  # noqa: E731
+    assert res(small) == SETTINGS.resources["120p"].manifest()
+    assert res(custom) == SETTINGS.resources["1080p"].manifest()
+
+
+def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIDEOFLIX_NAMESPACE", "media")
+    monkeypatch.setenv("VIDEOFLIX_MAX_RUNNING_JOBS", "3")
+    monkeypatch.setenv("VIDEOFLIX_LADDER", '[{"name": "240p", "height": 240}]')
+    monkeypatch.setenv(
+        "VIDEOFLIX_RESOURCES", '{"probe": {"requests": {"cpu": "100m"}, "limits": {"cpu": "1"}}}'
+    )
+    s = OperatorSettings()
+    assert s.namespace == "media"
+    assert s.max_running_jobs == 3
+    assert s.ladder_rungs() == (Rung("240p", 240),)
+    assert s.resources_for("probe") == {"requests": {"cpu": "100m"}, "limits": {"cpu": "1"}}

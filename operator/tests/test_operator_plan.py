@@ -1,0 +1,285 @@
+"""The pure reconcile decisions: observed Jobs → actions, scheduling, status patches, events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from videoflix_core.ladder import DEFAULT_LADDER
+from videoflix_core.status import spec_hash
+from videoflix_core.transcode import Phase, VideoTranscodeSpec, VideoTranscodeStatus
+from videoflix_operator.builders import Owner, build_job
+from videoflix_operator.config import OperatorSettings
+from videoflix_operator.plan import (
+    Observed,
+    deciding_pod_message,
+    job_result,
+    observe_job,
+    plan,
+    select_releases,
+    status_patch,
+    step_key,
+    transition_events,
+)
+
+NOW = "2026-01-01T00:00:00Z"
+SETTINGS = OperatorSettings(namespace="vf")
+OWNER = Owner(name="video-42", namespace="vf", uid="u1")
+
+
+def spec(**extra: Any) -> VideoTranscodeSpec:
+    data: dict[str, Any] = {
+        "videoId": 42,
+        "source": {"bucket": "media", "key": "videos/42/source/a.mp4"},
+    }
+    data.update(extra)
+    return VideoTranscodeSpec.model_validate(data)
+
+
+def made(
+    s: VideoTranscodeSpec,
+    step: str,
+    *,
+    status: dict[str, Any] | None = None,
+    suspend: bool = False,
+    created: str = NOW,
+    rungs: list[Any] | None = None,
+) -> dict[str, Any]:
+    """A Job as the API server would return it after the operator created it."""
+    job = build_job(
+        owner=OWNER, spec=s, spec_hash=spec_hash(s), step=step, rungs=rungs or [], settings=SETTINGS
+    )
+    job["metadata"]["creationTimestamp"] = created
+    job["spec"]["suspend"] = suspend
+    job["status"] = status or {}
+    return job
+
+
+COMPLETE = {
+    "succeeded": 1,
+    "startTime": NOW,
+    "completionTime": NOW,
+    "conditions": [{"type": "Complete", "status": "True", "lastTransitionTime": NOW}],
+}
+FAILED = {
+    "failed": 1,
+    "startTime": NOW,
+    "conditions": [
+        {
+            "type": "Failed",
+            "status": "True",
+            "reason": "PodFailurePolicy",
+            "message": "Container transcoder for pod x failed with exit code 2",
+            "lastTransitionTime": NOW,
+        }
+    ],
+}
+PROBE_RESULT = {"durationSeconds": 2.0, "width": 854, "height": 480, "rotation": 0}
+
+
+def created_steps(actions: Any) -> set[str]:
+    return {j["metadata"]["name"].rsplit("-", 1)[-1] for j in actions.create}
+
+
+def test_fresh_cr_creates_only_the_probe() -> None:
+    a = plan(
+        spec(), OWNER, Observed(jobs=[], results={}, previous=None, generation=1), SETTINGS, NOW
+    )
+    assert created_steps(a) == {"probe"}
+    assert a.status.phase == Phase.PENDING
+    assert a.delete_jobs == [] and a.delete_prefixes == []
+    assert [e.reason for e in a.events] == ["CreatedJob"]
+
+
+def test_running_probe_creates_nothing() -> None:
+    s = spec()
+    jobs = [made(s, "probe", status={"active": 1, "startTime": NOW})]
+    a = plan(s, OWNER, Observed(jobs=jobs, results={}, previous=None), SETTINGS, NOW)
+    assert a.create == []
+    assert a.status.phase == Phase.PROBING
+
+
+def test_480p_probe_result_creates_two_renditions_and_a_thumbnail() -> None:
+    s = spec()
+    probe = made(s, "probe", status=COMPLETE)
+    a = plan(
+        s,
+        OWNER,
+        Observed(jobs=[probe], results={probe["metadata"]["name"]: PROBE_RESULT}, previous=None),
+        SETTINGS,
+        NOW,
+    )
+    assert created_steps(a) == {"120p", "360p", "thumb"}
+    assert a.status.ready == "0/2"
+    # The same observation again (a restart) asks for the same names: creates are idempotent (409).
+    again = plan(
+        s,
+        OWNER,
+        Observed(
+            jobs=[probe], results={probe["metadata"]["name"]: PROBE_RESULT}, previous=a.status
+        ),
+        SETTINGS,
+        NOW,
+    )
+    assert [j["metadata"]["name"] for j in again.create] == [
+        j["metadata"]["name"] for j in a.create
+    ]
+
+
+def test_single_pass_creates_one_ladder_job() -> None:
+    s = spec(strategy="SinglePass", thumbnail=False)
+    probe = made(s, "probe", status=COMPLETE)
+    a = plan(
+        s,
+        OWNER,
+        Observed(jobs=[probe], results={probe["metadata"]["name"]: PROBE_RESULT}, previous=None),
+        SETTINGS,
+        NOW,
+    )
+    assert created_steps(a) == {"ladder"}
+    args = a.create[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[0] == "ladder" and args.count("--rung") == 2
+
+
+def test_broken_source_fails_without_creating_more_jobs() -> None:
+    s = spec()
+    probe = made(s, "probe", status=FAILED)
+    a = plan(
+        s,
+        OWNER,
+        Observed(
+            jobs=[probe],
+            results={probe["metadata"]["name"]: {"error": "not a video"}},
+            previous=None,
+        ),
+        SETTINGS,
+        NOW,
+    )
+    assert a.create == []
+    assert a.status.phase == Phase.FAILED
+    assert a.status.message == "probe: not a video"
+    assert [e.reason for e in a.events] == ["TranscodeFailed"]
+
+
+def test_spec_change_supersedes_old_jobs_and_outputs() -> None:
+    old = spec()
+    old_jobs = [made(old, "probe", status=COMPLETE)]
+    previous = plan(
+        old,
+        OWNER,
+        Observed(
+            jobs=old_jobs, results={old_jobs[0]["metadata"]["name"]: PROBE_RESULT}, previous=None
+        ),
+        SETTINGS,
+        NOW,
+    ).status
+    new = spec(transcodeGeneration=1, source={"bucket": "media", "key": "videos/42/source/b.mp4"})
+    a = plan(new, OWNER, Observed(jobs=old_jobs, results={}, previous=previous), SETTINGS, NOW)
+    assert a.delete_jobs == [old_jobs[0]["metadata"]["name"]]
+    assert set(a.delete_prefixes) == {
+        "videos/42/120p/",
+        "videos/42/360p/",
+        "videos/42/thumbnails/",
+        "videos/42/source/",
+    }
+    assert a.keep_keys == {"videos/42/source/b.mp4"}
+    assert created_steps(a) == {"probe"}
+    assert a.create[0]["metadata"]["labels"]["videoflix.io/spec-hash"] == spec_hash(new)
+    assert "Superseded" in [e.reason for e in a.events]
+
+
+def test_priority_change_supersedes_nothing() -> None:
+    old = spec()
+    jobs = [made(old, "probe", status={"active": 1})]
+    a = plan(spec(priority=9), OWNER, Observed(jobs=jobs, results={}, previous=None), SETTINGS, NOW)
+    assert a.delete_jobs == [] and a.create == []
+
+
+def test_observe_job_reads_counts_and_conditions() -> None:
+    s = spec()
+    obs = observe_job(made(s, "probe", status=FAILED), {"error": "bad"})
+    assert obs.finished == "Failed" and obs.reason == "PodFailurePolicy" and obs.failed == 1
+    queued = observe_job(made(s, "probe", suspend=True), None)
+    assert queued.suspended and queued.finished is None
+    assert step_key(made(s, "rendition/720p", rungs=[DEFAULT_LADDER[2]])) == "rendition/720p"
+    assert step_key({"metadata": {"labels": {}}}) is None
+
+
+def pod(phase: str, message: str | None, finished: str = NOW) -> dict[str, Any]:
+    term = {"exitCode": 0 if phase == "Succeeded" else 1, "finishedAt": finished}
+    if message is not None:
+        term["message"] = message
+    return {"status": {"phase": phase, "containerStatuses": [{"state": {"terminated": term}}]}}
+
+
+def test_result_comes_from_the_deciding_pod() -> None:
+    s = spec()
+    pods = [
+        pod("Failed", '{"error": "first"}', "2026-01-01T00:00:01Z"),
+        pod("Failed", 'boom\n{"result": {"error": "second"}}', "2026-01-01T00:00:05Z"),
+        pod("Succeeded", '{"width": 1}'),
+    ]
+    assert deciding_pod_message(pods, succeeded=False) == 'boom\n{"result": {"error": "second"}}'
+    assert job_result(made(s, "probe", status=FAILED), pods) == {"error": "second"}
+    assert job_result(made(s, "probe", status=COMPLETE), pods) == {"width": 1}
+    assert job_result(made(s, "probe", status={"active": 1}), pods) is None
+
+
+def job_for_queue(
+    name: str, *, suspend: bool, priority: int = 0, created: str = NOW, finished: bool = False
+) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "vf",
+            "creationTimestamp": created,
+            "annotations": {"videoflix.io/priority": str(priority)},
+        },
+        "spec": {"suspend": suspend},
+        "status": COMPLETE if finished else {},
+    }
+
+
+def test_scheduler_fills_free_slots_by_priority_then_age() -> None:
+    jobs = [
+        job_for_queue("running", suspend=False),
+        job_for_queue("done", suspend=False, finished=True),
+        job_for_queue("old-low", suspend=True, created="2026-01-01T00:00:01Z"),
+        job_for_queue("new-high", suspend=True, priority=50, created="2026-01-01T00:00:09Z"),
+        job_for_queue("new-low", suspend=True, created="2026-01-01T00:00:05Z"),
+    ]
+    chosen, running, queued = select_releases(jobs, cap=3)
+    assert [n for _, n in chosen] == ["new-high", "old-low"]
+    assert (running, queued) == (1, 3)
+    assert select_releases(jobs, cap=1)[0] == []
+    assert [n for _, n in select_releases(jobs, cap=10)[0]] == ["new-high", "old-low", "new-low"]
+
+
+def test_scheduler_never_exceeds_the_cap() -> None:
+    jobs = [job_for_queue(f"r{i}", suspend=False) for i in range(5)]
+    jobs += [job_for_queue(f"q{i}", suspend=True) for i in range(5)]
+    assert select_releases(jobs, cap=4) == ([], 5, 5)
+
+
+def test_status_patch_nulls_what_is_gone_and_skips_what_is_same() -> None:
+    old = {
+        "phase": "Transcoding",
+        "renditions": {"720p": {"phase": "Running"}, "1080p": {"phase": "Running"}},
+        "message": "x",
+    }
+    new = {"phase": "Transcoding", "renditions": {"720p": {"phase": "Succeeded"}}}
+    assert status_patch(old, new) == {
+        "message": None,
+        "renditions": {"1080p": None, "720p": {"phase": "Succeeded"}},
+    }
+    assert status_patch(new, new) == {}
+    assert status_patch(None, new) == new
+
+
+def test_transition_events_only_on_change() -> None:
+    before = VideoTranscodeStatus(phase=Phase.PROBING)
+    after = VideoTranscodeStatus(phase=Phase.PROBING)
+    assert transition_events(before, after) == []
+    failed = VideoTranscodeStatus(phase=Phase.FAILED, message="probe: bad")
+    [note] = transition_events(before, failed)
+    assert (note.type, note.reason, note.message) == ("Warning", "TranscodeFailed", "probe: bad")
+    assert transition_events(failed, failed) == []

@@ -1,0 +1,151 @@
+"""The API and operator Dockerfiles, checked without a Docker engine.
+
+Their build stage is replayed here: the files they COPY go to a scratch dir and their `uv sync`
+commands run as written (from the lock, offline from uv's cache), so a Dockerfile that copies too
+little, installs from outside the lock or starts a module that does not exist fails here. The
+chart's commands are checked against the images' own CMD.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.chart.helm import CHART, REPO, find, pod_spec, render
+
+IMAGES = {
+    # Dockerfile: (workspace package, module to import, entrypoint, package that must be absent)
+    "api/Dockerfile": ("videoflix-api", "videoflix_api.main", "uvicorn", "kopf"),
+    "operator/Dockerfile": ("videoflix-operator", "videoflix_operator.main", "kopf", "fastapi"),
+}
+
+
+def instructions(dockerfile: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", dockerfile.read_text())
+    result = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            result.append((word.upper(), rest.strip()))
+    return result
+
+
+@pytest.mark.parametrize("dockerfile", list(IMAGES), ids=lambda d: d.split("/")[0])
+def test_dockerfile_is_multistage_non_root_and_exec_form(dockerfile: str) -> None:
+    steps = instructions(REPO / dockerfile)
+    froms = [args for word, args in steps if word == "FROM"]
+    assert len(froms) == 2 and froms[0].endswith("AS build")
+    args = {a.split("=", 1)[0]: a.split("=", 1)[1] for w, a in steps if w == "ARG" and "=" in a}
+    assert "slim" in args["PYTHON_IMAGE"]
+    assert [a for w, a in steps if w == "USER"] == ["10001:10001"]
+    [cmd] = [a for w, a in steps if w == "CMD"]
+    assert isinstance(json.loads(cmd), list), "CMD must be exec form so PID 1 gets SIGTERM"
+    env = " ".join(a for w, a in steps if w == "ENV")
+    # Read-only root filesystem: nothing may want to write bytecode at run time.
+    assert "PYTHONDONTWRITEBYTECODE=1" in env and "UV_COMPILE_BYTECODE=1" in env
+
+
+@pytest.mark.parametrize("dockerfile", list(IMAGES), ids=lambda d: d.split("/")[0])
+def test_build_stage_installs_from_the_lock(dockerfile: str, tmp_path: Path) -> None:
+    if shutil.which("uv") is None:
+        pytest.skip("uv is not installed")
+    package, module, entrypoint, absent = IMAGES[dockerfile]
+    steps = instructions(REPO / dockerfile)
+    build = steps[: [i for i, (w, _) in enumerate(steps) if w == "FROM"][1]]
+    context = tmp_path / "src"
+    venv = tmp_path / "venv"
+    env = {
+        **os.environ,
+        "UV_PROJECT_ENVIRONMENT": str(venv),
+        "UV_PYTHON_DOWNLOADS": "never",
+        "UV_LINK_MODE": "copy",
+        "UV_OFFLINE": "1",
+    }
+    env.pop("VIRTUAL_ENV", None)
+    synced = 0
+    for word, args in build:
+        if word == "COPY" and "--from" not in args:
+            *sources, dest = shlex.split(args)
+            for source in sources:
+                # These Dockerfiles copy each path to the same place (dest mirrors the source).
+                assert dest in ("./", source, str(Path(source).parent) + "/"), (source, dest)
+                target = context / source
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if (REPO / source).is_dir():
+                    shutil.copytree(
+                        REPO / source, target, ignore=shutil.ignore_patterns("__pycache__")
+                    )
+                else:
+                    shutil.copy(REPO / source, target)
+        elif word == "RUN" and "uv sync" in args:
+            command = shlex.split(args[args.index("uv sync") :])
+            assert {"--frozen", "--no-dev", "--package", package} <= set(command)
+            result = subprocess.run(command, cwd=context, env=env, capture_output=True, text=True)
+            assert result.returncode == 0, result.stderr
+            synced += 1
+    assert synced == 2, "deps layer first, then the workspace packages"
+    python = venv / "bin" / "python"
+    check = subprocess.run(
+        [
+            str(python),
+            "-c",
+            f"import {module}, importlib.util as u; "
+            f"print(u.find_spec({absent!r}) is None, u.find_spec('pytest') is None)",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert check.returncode == 0, check.stderr
+    assert check.stdout.split() == ["True", "True"], "only the component's runtime deps"
+    assert (venv / "bin" / entrypoint).exists()
+    # --no-editable: the code lives in the venv, not in the (discarded) source tree.
+    shutil.rmtree(context)
+    again = subprocess.run([str(python), "-c", f"import {module}"], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+
+
+def test_chart_commands_match_the_images() -> None:
+    objects = render([CHART / "ci" / "default-values.yaml"])
+    api_cmd = json.loads(dict(instructions(REPO / "api/Dockerfile"))["CMD"])
+    [api] = pod_spec(find(objects, "Deployment", "-api"))["containers"]
+    assert api["command"][:3] == api_cmd[:3]
+    op_cmd = json.loads(dict(instructions(REPO / "operator/Dockerfile"))["CMD"])
+    [op] = pod_spec(find(objects, "Deployment", "-operator"))["containers"]
+    assert op["command"][:3] == op_cmd[:3] and op["command"][-2:] == op_cmd[-2:]
+
+
+def test_skaffold_builds_three_images_into_one_release() -> None:
+    config = yaml.safe_load((REPO / "skaffold.yaml").read_text())
+    artifacts = {a["image"]: a for a in config["build"]["artifacts"]}
+    assert set(artifacts) == {"videoflix-api", "videoflix-operator", "videoflix-transcoder"}
+    for artifact in artifacts.values():
+        assert (REPO / artifact["context"] / artifact["docker"]["dockerfile"]).is_file()
+    [release] = config["deploy"]["helm"]["releases"]
+    assert (REPO / release["chartPath"] / "Chart.yaml").is_file()
+    templates = release["setValueTemplates"]
+    # The transcoder image reaches the cluster only through the operator's settings.
+    assert templates["transcoder.image.repository"] == "{{.IMAGE_REPO_videoflix_transcoder}}"
+    # Each value is one the chart has (the schema refuses unknown keys), and the dev profile's
+    # values render with the e2e dependencies' values file.
+    [dev] = [p for p in config["profiles"] if p["name"] == "dev"]
+    patches = {p["path"].rsplit("/", 1)[-1]: p["value"] for p in dev["patches"]}
+    values = {k: "x" for k in templates} | patches["setValues"]
+    objects = render([REPO / f for f in patches["valuesFiles"]], values)
+    [transcoder_image] = [
+        e["value"]
+        for e in pod_spec(find(objects, "Deployment", "-operator"))["containers"][0]["env"]
+        if e["name"] == "VIDEOFLIX_TRANSCODER_IMAGE"
+    ]
+    assert transcoder_image == "x:x"
+    assert find(objects, "Deployment", "-api")["spec"]["replicas"] == 1

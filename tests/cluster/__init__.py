@@ -1,0 +1,1 @@
+"""A real Kubernetes control plane for the test suite (see fixtures.py and tools/k8s/build.sh)."""

@@ -1,0 +1,5 @@
+import sys
+
+from videoflix_transcoder.cli import main
+
+sys.exit(main())

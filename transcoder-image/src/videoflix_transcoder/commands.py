@@ -1,0 +1,178 @@
+"""The four steps: probe, rendition(s), thumbnail. Each returns the result dict of the contract."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from videoflix_transcoder import plan
+from videoflix_transcoder.errors import BadInput, TransientError
+from videoflix_transcoder.mp4 import Mp4LayoutError, hls_playlist, read_layout
+from videoflix_transcoder.probe import (
+    ProbeResult,
+    check_coverage,
+    codecs_of,
+    decode_check_argv,
+    demux_argv,
+    ffprobe_argv,
+    frames_read,
+    parse_probe,
+)
+from videoflix_transcoder.runner import FfmpegFailed, Progress, run_ffmpeg, run_json
+from videoflix_transcoder.storage import Storage, parse_uri
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Context:
+    storage: Storage
+    scratch: Path
+    threads: int
+    on_progress: Callable[[Progress], None] | None = None
+
+
+def probe_file(path: Path) -> ProbeResult:
+    """ffprobe, a tiny decode and a demux pass: metadata alone can lie."""
+    result = parse_probe(run_json(ffprobe_argv(str(path))), path.stat().st_size)
+    if frames_read(run_json(decode_check_argv(str(path), result.video_index))) == 0:
+        raise BadInput(f"source video cannot be decoded ({result.video_codec})")
+    check_coverage(
+        result.video_duration_seconds or result.duration_seconds,
+        demuxed_seconds(path, result.video_index),
+    )
+    return result
+
+
+def demuxed_seconds(path: Path, video_index: int) -> float:
+    reached = 0.0
+
+    def note(progress: Progress) -> None:
+        nonlocal reached
+        reached = max(reached, progress.out_seconds)
+
+    # A read error is what the coverage check then reports, with a clearer reason.
+    with contextlib.suppress(FfmpegFailed):
+        run_ffmpeg(demux_argv(str(path), video_index), on_progress=note, throttle=False)
+    return reached
+
+
+def probe(ctx: Context, source: str) -> dict[str, Any]:
+    path = ctx.storage.fetch(parse_uri(source), ctx.scratch)
+    return probe_file(path).to_result()
+
+
+def renditions(
+    ctx: Context,
+    source: str,
+    dest: str,
+    rungs: list[plan.Rung],
+    *,
+    preset: str = plan.DEFAULT_PRESET,
+    skip_larger: bool = False,
+) -> dict[str, Any]:
+    """Encode the rungs in one FFmpeg process and publish `<name>/video.mp4` + `index.m3u8`.
+
+    skip_larger (ladder mode) drops rungs above the source instead of refusing the request.
+    """
+    dest_location = parse_uri(dest, prefix=True)
+    path = ctx.storage.fetch(parse_uri(source), ctx.scratch)
+    info = probe_file(path)
+    skipped = [r.name for r in rungs if not plan.fits(info, r)] if skip_larger else []
+    wanted = [r for r in rungs if r.name not in skipped]
+    if not wanted:
+        raise BadInput(
+            f"every rung is larger than the source ({info.width}x{info.height});"
+            " refusing to upscale"
+        )
+    work = ctx.scratch / "out"
+    files = [work / r.name / "video.mp4" for r in wanted]
+    for file in files:
+        file.parent.mkdir(parents=True, exist_ok=True)
+    outputs = plan.plan_outputs(info, wanted, [str(f) for f in files])
+    argv = plan.encode_argv(str(path), info, outputs, threads=ctx.threads, preset=preset)
+    started = time.monotonic()
+    run_ffmpeg(argv, duration_seconds=info.duration_seconds, on_progress=ctx.on_progress)
+    encode_seconds = round(time.monotonic() - started, 3)
+
+    playlists = []
+    details = []
+    for out, file in zip(outputs, files, strict=True):
+        try:
+            layout = read_layout(file)
+        except Mp4LayoutError as exc:
+            raise TransientError(f"{out.rung.name}: unexpected MP4 layout: {exc}") from exc
+        playlist = file.with_name("index.m3u8")
+        playlist.write_text(hls_playlist(layout, file.name))
+        playlists.append(playlist)
+        report = run_json(ffprobe_argv(str(file)))
+        peak = max((size * 8 / s for _, size, s in layout.segments if s > 0), default=0.0)
+        details.append((parse_probe(report, file.stat().st_size), codecs_of(report), int(peak)))
+
+    keys = ctx.storage.publish(
+        [(f, f"{o.rung.name}/{f.name}") for o, f in zip(outputs, files, strict=True)]
+        + [(p, f"{o.rung.name}/{p.name}") for o, p in zip(outputs, playlists, strict=True)],
+        dest_location,
+    )
+    count = len(outputs)
+    result: dict[str, Any] = {
+        "renditions": [
+            {
+                "name": out.rung.name,
+                "width": out.width,
+                "height": out.height,
+                "bitrate": int(file.stat().st_size * 8 / max(detail.duration_seconds, 1e-3)),
+                "peakBitrate": peak,
+                "codecs": codecs,
+                "bytes": file.stat().st_size,
+                "durationSeconds": round(detail.duration_seconds, 3),
+                "encodeSeconds": encode_seconds,
+                "file": keys[i],
+                "playlist": keys[count + i],
+            }
+            for i, (out, file, (detail, codecs, peak)) in enumerate(
+                zip(outputs, files, details, strict=True)
+            )
+        ]
+    }
+    if skipped:
+        result["skipped"] = skipped
+    return result
+
+
+def thumbnail(ctx: Context, source: str, dest: str) -> dict[str, Any]:
+    dest_location = parse_uri(dest, prefix=True)
+    path = ctx.storage.fetch(parse_uri(source), ctx.scratch)
+    info = probe_file(path)
+    work = ctx.scratch / "thumbnails"
+    work.mkdir(parents=True, exist_ok=True)
+
+    poster = work / "poster.jpg"
+    for skip_dark in (True, False):  # a video that is dark throughout still gets a poster
+        run_ffmpeg(plan.poster_argv(
+            str(path), info, str(poster), skip_dark=skip_dark, threads=ctx.threads
+        ))
+        if poster.is_file() and poster.stat().st_size > 0:
+            break
+    else:
+        raise TransientError("ffmpeg wrote no poster frame")
+
+    board = plan.storyboard_plan(info)
+    sprite = work / "sprite.jpg"
+    run_ffmpeg(plan.sprite_argv(str(path), info, board, str(sprite), threads=ctx.threads))
+    if not sprite.is_file():
+        raise TransientError("ffmpeg wrote no storyboard sprite")
+    vtt = work / "storyboard.vtt"
+    vtt.write_text(plan.storyboard_vtt(board, info.duration_seconds, sprite.name))
+
+    keys = ctx.storage.publish(
+        [(poster, "thumbnails/poster.jpg"), (sprite, "thumbnails/sprite.jpg"),
+         (vtt, "thumbnails/storyboard.vtt")],
+        dest_location,
+    )
+    return {"poster": keys[0], "sprite": keys[1], "vtt": keys[2]}

@@ -1,0 +1,320 @@
+"""Pure decisions: rung settings, output sizes, threads, and the FFmpeg command lines.
+
+Nothing here runs a process, so tests check every command line without FFmpeg.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from videoflix_transcoder.errors import BadInput
+from videoflix_transcoder.probe import ProbeResult
+
+KEYFRAME_SECONDS = 2  # every rung: an IDR exactly every 2 s, so players switch at any fragment
+AUDIO_SAMPLE_RATE = 48000
+DEFAULT_PRESET = "veryfast"
+DEFAULT_CRF = 23
+# Capped CRF: quality-driven, but never above maxrate over a bufsize window (kbit/s).
+_MAXRATE_BY_HEIGHT = {
+    120: 250, 240: 550, 360: 900, 480: 1400, 720: 3000, 1080: 6000, 1440: 10000, 2160: 16000,
+}
+# CMAF fragmented MP4: a sample-less moov first (the init segment), one fragment per keyframe
+# interval, a global sidx after moov so a <video> element seeks without reading every fragment.
+# delay_moov (instead of empty_moov) writes moov once the first fragment is known, so it can
+# carry edit lists: without them the B-frame delay (2 frames) and the AAC priming (1024
+# samples) stay in the timeline and video trails audio by ~45 ms.
+MP4_FLAGS = "+frag_keyframe+delay_moov+default_base_moof+global_sidx+cmaf"
+
+
+@dataclass(frozen=True)
+class Rung:
+    name: str
+    height: int  # the short side: "720p" of a portrait video is 720 wide
+    maxrate_kbps: int
+    bufsize_kbps: int
+    audio_kbps: int
+    crf: int = DEFAULT_CRF
+    video_kbps: int | None = None  # set: constrained ABR instead of capped CRF
+
+
+def default_rung(name: str, height: int) -> Rung:
+    if height < 16 or height > 4320 or height % 2:
+        raise BadInput(f"rung {name}: height must be an even number between 16 and 4320")
+    maxrate = next(
+        (rate for h, rate in sorted(_MAXRATE_BY_HEIGHT.items()) if h >= height),
+        max(_MAXRATE_BY_HEIGHT.values()),
+    )
+    audio = 64 if height <= 120 else 96 if height <= 360 else 128
+    return Rung(name, height, maxrate, 2 * maxrate, audio)
+
+
+def with_overrides(
+    rung: Rung,
+    *,
+    video_kbps: int | None = None,
+    maxrate_kbps: int | None = None,
+    bufsize_kbps: int | None = None,
+    audio_kbps: int | None = None,
+    crf: int | None = None,
+) -> Rung:
+    maxrate = maxrate_kbps or (max(rung.maxrate_kbps, video_kbps) if video_kbps else None)
+    return replace(
+        rung,
+        video_kbps=video_kbps or rung.video_kbps,
+        maxrate_kbps=maxrate or rung.maxrate_kbps,
+        bufsize_kbps=bufsize_kbps or (2 * maxrate if maxrate else rung.bufsize_kbps),
+        audio_kbps=audio_kbps or rung.audio_kbps,
+        crf=rung.crf if crf is None else crf,
+    )
+
+
+def _even(value: float) -> int:
+    return max(2, round(value / 2.0) * 2)
+
+
+def scaled_size(display_width: int, display_height: int, short_side: int) -> tuple[int, int]:
+    """Even output size whose short side is `short_side`, keeping the display aspect ratio.
+
+    Refuses to upscale: a rung larger than the source's short side is a bad request.
+    """
+    source_short = min(display_width, display_height)
+    if short_side > source_short:
+        raise BadInput(
+            f"rung {short_side}p is larger than the source ({display_width}x{display_height});"
+            " refusing to upscale"
+        )
+    if short_side >= source_short - 1:  # the source's own size, made even
+        return display_width // 2 * 2, display_height // 2 * 2
+    if display_width >= display_height:
+        return _even(short_side * display_width / display_height), short_side
+    return short_side, _even(short_side * display_height / display_width)
+
+
+def fits(source: ProbeResult, rung: Rung) -> bool:
+    return rung.height <= min(source.width, source.height)
+
+
+def threads_from_cpu_limit(value: str | None) -> int:
+    """Threads for FFmpeg from a CPU limit ("2", "1.5", "500m"); 0 lets FFmpeg choose.
+
+    Without it x264 sizes itself to the node's CPUs, not the pod's limit.
+    """
+    if not value:
+        return 0
+    text = value.strip()
+    try:
+        cpus = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+    except ValueError:
+        return 0
+    return max(1, math.ceil(cpus)) if cpus > 0 else 0
+
+
+def gop_frames(fps: float | None) -> int:
+    # A ceiling only: the forced keyframes below decide; this one more frame never fires first.
+    return math.ceil(KEYFRAME_SECONDS * (fps or 30.0)) + 1
+
+
+@dataclass(frozen=True)
+class Output:
+    rung: Rung
+    width: int
+    height: int
+    path: str
+
+
+def plan_outputs(
+    source: ProbeResult, rungs: list[Rung], paths: list[str]
+) -> list[Output]:
+    return [
+        Output(rung, *scaled_size(source.width, source.height, rung.height), path)
+        for rung, path in zip(rungs, paths, strict=True)
+    ]
+
+
+def _video_codec_args(out: Output, fps: float | None, threads: int, preset: str) -> list[str]:
+    rung = out.rung
+    rate = ["-b:v", f"{rung.video_kbps}k"] if rung.video_kbps else ["-crf", str(rung.crf)]
+    gop = str(gop_frames(fps))
+    args = [
+        "-c:v", "libx264", "-preset", preset, "-profile:v", "high", *rate,
+        "-maxrate", f"{rung.maxrate_kbps}k", "-bufsize", f"{rung.bufsize_kbps}k",
+        "-g", gop, "-keyint_min", gop, "-sc_threshold", "0",
+        "-force_key_frames", f"expr:gte(t,n_forced*{KEYFRAME_SECONDS})",
+    ]
+    if threads:
+        args += ["-threads", str(threads)]
+    return args
+
+
+def encode_argv(
+    source_path: str,
+    probe: ProbeResult,
+    outputs: list[Output],
+    *,
+    threads: int = 0,
+    preset: str = DEFAULT_PRESET,
+) -> list[str]:
+    """One FFmpeg process: decode once, split, scale and encode every output.
+
+    A single rendition is the same command with one output, so both strategies share it.
+    """
+    if not outputs:
+        raise ValueError("no outputs")
+    labels = [f"v{i}" for i in range(len(outputs))]
+    chains = [
+        f"[{label}]scale={o.width}:{o.height},setsar=1,format=yuv420p[o{label}]"
+        for label, o in zip(labels, outputs, strict=True)
+    ]
+    split = (
+        f"[0:{probe.video_index}]split={len(outputs)}" + "".join(f"[{x}]" for x in labels)
+        if len(outputs) > 1
+        else f"[0:{probe.video_index}]null[{labels[0]}]"
+    )
+    argv = [
+        "ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error",
+        "-progress", "pipe:1", "-y",
+    ]
+    if threads:
+        argv += ["-threads", str(threads), "-filter_complex_threads", str(threads)]
+    argv += ["-i", source_path, "-filter_complex", ";".join([split, *chains])]
+    for label, out in zip(labels, outputs, strict=True):
+        argv += ["-map", f"[o{label}]"]
+        if probe.audio_index is not None:
+            argv += ["-map", f"0:{probe.audio_index}"]
+        argv += _video_codec_args(out, probe.fps, threads, preset)
+        if probe.audio_index is not None:
+            argv += [
+                "-c:a", "aac", "-b:a", f"{out.rung.audio_kbps}k",
+                "-ac", "2", "-ar", str(AUDIO_SAMPLE_RATE),
+            ]
+        argv += [
+            # Privacy: phone videos carry GPS positions and device names in metadata.
+            "-map_metadata", "-1", "-map_chapters", "-1",
+            "-max_muxing_queue_size", "4096",
+            "-movflags", MP4_FLAGS, "-use_editlist", "1", "-f", "mp4", out.path,
+        ]
+    return argv
+
+
+# --- thumbnails -------------------------------------------------------------------------
+
+POSTER_SHORT_SIDE = 720
+SPRITE_TILE_WIDTH = 160
+SPRITE_COLUMNS = 10
+SPRITE_MAX_TILES = 100
+# Mean luma above which a frame is not "black" (limited range: black is 16, white 235).
+POSTER_MIN_LUMA = 32
+
+
+def poster_size(probe: ProbeResult) -> tuple[int, int]:
+    return scaled_size(
+        probe.width, probe.height, min(POSTER_SHORT_SIDE, min(probe.width, probe.height) // 2 * 2)
+    )
+
+
+def poster_window(duration: float) -> tuple[float, float]:
+    """Where to look for the poster: past intros and fades, a few seconds long."""
+    start = min(duration * 0.2, 15.0)
+    return start, max(0.5, min(5.0, duration - start))
+
+
+def poster_argv(
+    source_path: str, probe: ProbeResult, out_path: str, *, skip_dark: bool, threads: int = 0
+) -> list[str]:
+    """The most representative frame (ffmpeg `thumbnail` filter) of a window after the start.
+
+    With skip_dark, frames whose mean luma is below POSTER_MIN_LUMA never qualify, so a fade
+    from black cannot become the poster; if nothing qualifies the caller retries without it.
+    """
+    start, length = poster_window(probe.duration_seconds)
+    width, height = poster_size(probe)
+    frames = max(1, int(length * (probe.fps or 30.0)))
+    chain = [f"scale={width}:{height}", "setsar=1"]
+    if skip_dark:
+        chain += [
+            "signalstats",
+            "metadata=mode=select:key=lavfi.signalstats.YAVG"
+            f":value={POSTER_MIN_LUMA}:function=greater",
+        ]
+    chain.append(f"thumbnail=n={frames}")
+    argv = ["ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error", "-y"]
+    if threads:
+        argv += ["-threads", str(threads)]
+    return [
+        *argv,
+        "-ss", f"{start:.3f}", "-t", f"{length:.3f}", "-i", source_path,
+        "-map", f"0:{probe.video_index}", "-an", "-sn", "-dn", "-map_metadata", "-1",
+        "-vf", ",".join(chain), "-frames:v", "1", "-q:v", "3", "-update", "1",
+        "-f", "image2", out_path,
+    ]
+
+
+@dataclass(frozen=True)
+class Storyboard:
+    interval: float
+    count: int
+    tile_width: int
+    tile_height: int
+    columns: int
+    rows: int
+
+
+def storyboard_plan(probe: ProbeResult) -> Storyboard:
+    interval = max(2.0, probe.duration_seconds / SPRITE_MAX_TILES)
+    # One tile per interval start that a frame reaches: the last frame is at duration - 1/fps.
+    last_frame = probe.duration_seconds - 1.0 / (probe.fps or 30.0)
+    count = max(1, min(SPRITE_MAX_TILES, math.floor(last_frame / interval + 1e-6) + 1))
+    tile_width = SPRITE_TILE_WIDTH if probe.width >= probe.height else _even(
+        SPRITE_TILE_WIDTH * probe.width / probe.height
+    )
+    tile_width = min(tile_width, probe.width // 2 * 2)
+    tile_height = _even(tile_width * probe.height / probe.width)
+    columns = min(SPRITE_COLUMNS, count)
+    return Storyboard(
+        interval, count, tile_width, tile_height, columns, math.ceil(count / columns)
+    )
+
+
+def sprite_argv(
+    source_path: str, probe: ProbeResult, plan: Storyboard, out_path: str, *, threads: int = 0
+) -> list[str]:
+    argv = ["ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error", "-y"]
+    if threads:
+        argv += ["-threads", str(threads)]
+    # The first frame at or after each multiple of the interval: one tile per cue. (The fps
+    # filter would drop a last partial interval, leaving the last cue without a tile.)
+    vf = (
+        f"setpts=PTS-STARTPTS,select='gte(t,selected_n*{plan.interval:.6f})',"
+        f"scale={plan.tile_width}:{plan.tile_height},setsar=1,"
+        f"tile={plan.columns}x{plan.rows}"
+    )
+    return [
+        *argv, "-i", source_path, "-map", f"0:{probe.video_index}", "-an", "-sn", "-dn",
+        "-map_metadata", "-1", "-vf", vf, "-frames:v", "1", "-q:v", "5", "-update", "1",
+        "-f", "image2", out_path,
+    ]
+
+
+def _timestamp(seconds: float) -> str:
+    millis = round(seconds * 1000)
+    hours, rest = divmod(millis, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    secs, millis = divmod(rest, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}.{millis:03d}"
+
+
+def storyboard_vtt(plan: Storyboard, duration: float, sprite_name: str = "sprite.jpg") -> str:
+    """WebVTT thumbnail track: one cue per tile, pointing at it with a #xywh fragment."""
+    lines = ["WEBVTT", ""]
+    for i in range(plan.count):
+        start = i * plan.interval
+        end = duration if i == plan.count - 1 else (i + 1) * plan.interval
+        x = (i % plan.columns) * plan.tile_width
+        y = (i // plan.columns) * plan.tile_height
+        lines += [
+            f"{_timestamp(start)} --> {_timestamp(end)}",
+            f"{sprite_name}#xywh={x},{y},{plan.tile_width},{plan.tile_height}",
+            "",
+        ]
+    return "\n".join(lines)

@@ -1,0 +1,226 @@
+"""ffprobe command lines and the parser that turns ffprobe JSON into a ProbeResult.
+
+The parser is pure: it decides "is this a video we can transcode?" and raises BadInput with a
+one-line reason a person can act on when it is not.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+from videoflix_transcoder.errors import BadInput
+
+# Demuxers that read single pictures or text, never a video.
+_STILL_IMAGE_FORMATS = {"image2", "tty"}
+_TEXT_CODECS = {"ansi", "bintext", "xbin", "idf"}
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    duration_seconds: float
+    width: int  # as displayed: rotation and sample aspect ratio applied
+    height: int
+    rotation: int  # 0, 90, 180 or 270
+    fps: float | None
+    video_codec: str
+    audio_codec: str | None
+    bitrate: int | None
+    video_index: int  # absolute stream index, for -map 0:N
+    audio_index: int | None
+    coded_width: int
+    coded_height: int
+    pix_fmt: str | None
+    video_duration_seconds: float | None = None  # the container's may include longer audio
+
+    def to_result(self) -> dict[str, Any]:
+        """The probe result of the CLI contract (camelCase)."""
+        return {
+            "durationSeconds": round(self.duration_seconds, 3),
+            "width": self.width,
+            "height": self.height,
+            "rotation": self.rotation,
+            "fps": None if self.fps is None else round(self.fps, 3),
+            "videoCodec": self.video_codec,
+            "audioCodec": self.audio_codec,
+            "bitrate": self.bitrate,
+        }
+
+
+def ffprobe_argv(path: str) -> list[str]:
+    return [
+        "ffprobe", "-hide_banner", "-loglevel", "error",
+        "-print_format", "json", "-show_format", "-show_streams", "-show_error",
+        path,
+    ]
+
+
+def decode_check_argv(path: str, video_index: int) -> list[str]:
+    """Decode the first few frames: proves the codec is supported and the data is real."""
+    return [
+        "ffprobe", "-hide_banner", "-loglevel", "error", "-print_format", "json",
+        "-select_streams", str(video_index), "-count_frames",
+        "-read_intervals", "%+#5", "-show_entries", "stream=nb_read_frames", path,
+    ]
+
+
+def demux_argv(path: str, video_index: int) -> list[str]:
+    """Read every video packet without decoding (I/O only) and report how far they reach.
+
+    A truncated MP4 whose index (moov) survived probes fine; its packets stop early.
+    """
+    return [
+        "ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error",
+        "-progress", "pipe:1", "-i", path, "-map", f"0:{video_index}", "-c", "copy",
+        "-f", "null", "-",
+    ]
+
+
+def frames_read(report: dict[str, Any]) -> int:
+    streams = report.get("streams") or [{}]
+    try:
+        return int(streams[0].get("nb_read_frames", 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def check_coverage(declared_seconds: float, demuxed_seconds: float) -> None:
+    """Tolerates small gaps (a last frame, rounding); refuses a file that stops early."""
+    missing = declared_seconds - demuxed_seconds
+    if missing > max(1.0, 0.05 * declared_seconds):
+        raise BadInput(
+            f"source is truncated: its data ends at {demuxed_seconds:.1f} s"
+            f" of {declared_seconds:.1f} s"
+        )
+
+
+def _float(value: Any) -> float | None:
+    try:
+        result = float(value)
+    except (TypeError, ValueError):
+        return None
+    return result if math.isfinite(result) else None
+
+
+def _rate(value: Any) -> float | None:
+    try:
+        rate = Fraction(str(value))
+    except (ValueError, ZeroDivisionError):
+        return None
+    return float(rate) if rate > 0 else None
+
+
+def rotation_of(stream: dict[str, Any]) -> int:
+    """Rotation in degrees (0/90/180/270) from the display matrix or the legacy `rotate` tag."""
+    degrees: float | None = None
+    for side in stream.get("side_data_list") or []:
+        if "rotation" in side:
+            degrees = _float(side["rotation"])
+    if degrees is None:
+        degrees = _float((stream.get("tags") or {}).get("rotate"))
+    if degrees is None:
+        return 0
+    return round(degrees / 90.0) * 90 % 360
+
+
+def display_size(width: int, height: int, sar: str | None, rotation: int) -> tuple[int, int]:
+    """Size as a player shows it: non-square pixels widened, quarter turns swapped."""
+    try:
+        ratio = Fraction(str(sar).replace(":", "/")) if sar else Fraction(1)
+    except (ValueError, ZeroDivisionError):
+        ratio = Fraction(1)
+    if ratio > 0 and ratio != 1:
+        width = max(1, round(width * ratio))
+    if rotation in (90, 270):
+        width, height = height, width
+    return width, height
+
+
+def parse_probe(report: dict[str, Any], size_bytes: int | None = None) -> ProbeResult:
+    """Turn `ffprobe -show_format -show_streams -show_error` JSON into a ProbeResult.
+
+    Raises BadInput with a one-line reason for anything that is not a decodable video.
+    """
+    if size_bytes == 0:
+        raise BadInput("source is empty (0 bytes)")
+    error = report.get("error")
+    fmt = report.get("format") or {}
+    if error or not fmt:
+        detail = (error or {}).get("string", "no format detected")
+        raise BadInput(f"source is not a readable video file ({detail})")
+    format_names = set(str(fmt.get("format_name", "")).split(","))
+    streams = report.get("streams") or []
+    videos = [
+        s for s in streams
+        if s.get("codec_type") == "video"
+        and not (s.get("disposition") or {}).get("attached_pic")
+    ]
+    audios = [s for s in streams if s.get("codec_type") == "audio"]
+    if format_names & {"tty"} or any(s.get("codec_name") in _TEXT_CODECS for s in videos):
+        raise BadInput("source is a text file, not a video")
+    if format_names & _STILL_IMAGE_FORMATS or any(n.endswith("_pipe") for n in format_names):
+        codec = videos[0].get("codec_name", "unknown") if videos else "unknown"
+        raise BadInput(f"source is a still image ({codec}), not a video")
+    if not videos:
+        if audios:
+            codec = audios[0].get("codec_name", "unknown")
+            raise BadInput(f"source has no video stream (audio only: {codec})")
+        raise BadInput("source has no video stream")
+    video = videos[0]
+    coded_width, coded_height = int(video.get("width") or 0), int(video.get("height") or 0)
+    if coded_width <= 0 or coded_height <= 0:
+        raise BadInput("source video has no picture size (corrupt or unsupported codec)")
+    duration = _float(fmt.get("duration")) or _float(video.get("duration"))
+    if not duration or duration <= 0:
+        raise BadInput("source has no duration (not a playable video)")
+    if _float(video.get("nb_frames")) == 1:
+        raise BadInput(f"source is a still image ({video.get('codec_name')}), not a video")
+    rotation = rotation_of(video)
+    width, height = display_size(
+        coded_width, coded_height, video.get("sample_aspect_ratio"), rotation
+    )
+    bitrate = _float(fmt.get("bit_rate"))
+    audio = audios[0] if audios else None
+    return ProbeResult(
+        duration_seconds=duration,
+        width=width,
+        height=height,
+        rotation=rotation,
+        fps=_rate(video.get("avg_frame_rate")) or _rate(video.get("r_frame_rate")),
+        video_codec=str(video.get("codec_name", "unknown")),
+        audio_codec=None if audio is None else str(audio.get("codec_name", "unknown")),
+        bitrate=None if bitrate is None else int(bitrate),
+        video_index=int(video.get("index", 0)),
+        audio_index=None if audio is None else int(audio.get("index", 0)),
+        coded_width=coded_width,
+        coded_height=coded_height,
+        pix_fmt=video.get("pix_fmt"),
+        video_duration_seconds=_float(video.get("duration")),
+    )
+
+
+_AVC_PROFILES = {  # profile_idc, constraint flags (RFC 6381 avc1.PPCCLL)
+    "Constrained Baseline": (0x42, 0x40),
+    "Baseline": (0x42, 0x00),
+    "Main": (0x4D, 0x00),
+    "High": (0x64, 0x00),
+}
+_AAC_OBJECT_TYPES = {"LC": 2, "HE-AAC": 5, "HE-AACv2": 29}
+
+
+def codecs_of(report: dict[str, Any]) -> str | None:
+    """The HLS CODECS attribute of our outputs (H.264 + AAC), for master playlists."""
+    parts = []
+    for stream in report.get("streams") or []:
+        kind, name = stream.get("codec_type"), stream.get("codec_name")
+        if kind == "video" and name == "h264":
+            profile = _AVC_PROFILES.get(str(stream.get("profile")))
+            level = stream.get("level")
+            if profile is None or not isinstance(level, int) or level <= 0:
+                return None
+            parts.append(f"avc1.{profile[0]:02x}{profile[1]:02x}{level:02x}")
+        elif kind == "audio" and name == "aac":
+            parts.append(f"mp4a.40.{_AAC_OBJECT_TYPES.get(str(stream.get('profile')), 2)}")
+    return ",".join(parts) or None

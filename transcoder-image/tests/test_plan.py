@@ -1,0 +1,240 @@
+"""Pure decisions and command lines, checked without running FFmpeg."""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import pytest
+from videoflix_transcoder import plan
+from videoflix_transcoder.errors import BadInput
+from videoflix_transcoder.mp4 import (
+    Layout,
+    Mp4LayoutError,
+    hls_playlist,
+    parse_sidx,
+    top_level_boxes,
+)
+from videoflix_transcoder.probe import ProbeResult, check_coverage, parse_probe, rotation_of
+from videoflix_transcoder.runner import ProgressParser
+from videoflix_transcoder.storage import Location, content_type, parse_uri
+
+
+def probe(width: int = 1920, height: int = 1080, audio: bool = True, **kw: object) -> ProbeResult:
+    fields: dict[str, object] = dict(
+        duration_seconds=10.0, width=width, height=height, rotation=0, fps=30.0,
+        video_codec="h264", audio_codec="aac" if audio else None, bitrate=5_000_000,
+        video_index=0, audio_index=1 if audio else None, coded_width=width,
+        coded_height=height, pix_fmt="yuv420p",
+    )
+    fields.update(kw)
+    return ProbeResult(**fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("display", "short_side", "expected"),
+    [
+        ((1920, 1080), 720, (1280, 720)),
+        ((1920, 1080), 120, (214, 120)),  # 213.3 rounds to the nearest even width
+        ((1080, 1920), 720, (720, 1280)),  # portrait stays portrait
+        ((854, 480), 360, (640, 360)),
+        ((641, 361), 360, (640, 360)),  # odd source: its own size, made even
+        ((1920, 1080), 1080, (1920, 1080)),
+    ],
+)
+def test_scaled_size_keeps_aspect_and_is_even(
+    display: tuple[int, int], short_side: int, expected: tuple[int, int]
+) -> None:
+    size = plan.scaled_size(*display, short_side)
+    assert size == expected
+    assert size[0] % 2 == 0 and size[1] % 2 == 0
+
+
+def test_scaled_size_refuses_to_upscale() -> None:
+    with pytest.raises(BadInput, match="refusing to upscale"):
+        plan.scaled_size(854, 480, 720)
+    with pytest.raises(BadInput):
+        plan.scaled_size(1080, 1920, 1440)  # portrait 1080p has no 1440p
+
+
+@pytest.mark.parametrize(
+    ("value", "threads"),
+    [(None, 0), ("", 0), ("2", 2), ("1.5", 2), ("500m", 1), ("4000m", 4), ("junk", 0)],
+)
+def test_threads_follow_the_cpu_limit(value: str | None, threads: int) -> None:
+    assert plan.threads_from_cpu_limit(value) == threads
+
+
+def test_default_rungs_cap_bitrate_and_grow_with_height() -> None:
+    rungs = [plan.default_rung(f"{h}p", h) for h in (120, 360, 720, 1080)]
+    rates = [r.maxrate_kbps for r in rungs]
+    assert rates == sorted(rates) and len(set(rates)) == 4
+    assert all(r.bufsize_kbps == 2 * r.maxrate_kbps for r in rungs)
+    with pytest.raises(BadInput):
+        plan.default_rung("odd", 361)
+
+
+def test_overrides_switch_to_abr_and_keep_cap_above_target() -> None:
+    rung = plan.with_overrides(plan.default_rung("720p", 720), video_kbps=4000, audio_kbps=160)
+    assert (rung.video_kbps, rung.maxrate_kbps, rung.bufsize_kbps, rung.audio_kbps) == (
+        4000, 4000, 8000, 160,
+    )
+
+
+def _after(argv: list[str], flag: str) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
+
+
+def test_ladder_decodes_once_and_aligns_keyframes() -> None:
+    source = probe()
+    rungs = [plan.default_rung(n, h) for n, h in (("120p", 120), ("720p", 720))]
+    outs = plan.plan_outputs(source, rungs, ["/s/120p/video.mp4", "/s/720p/video.mp4"])
+    argv = plan.encode_argv("/s/source", source, outs, threads=2)
+    assert argv.count("-i") == 1
+    graph = _after(argv, "-filter_complex")[0]
+    assert graph.startswith("[0:0]split=2[v0][v1]")
+    assert "scale=214:120" in graph and "scale=1280:720" in graph
+    assert _after(argv, "-force_key_frames") == ["expr:gte(t,n_forced*2)"] * 2
+    assert _after(argv, "-sc_threshold") == ["0", "0"]
+    assert _after(argv, "-g") == ["61", "61"]
+    assert _after(argv, "-threads") == ["2", "2", "2"]  # decoder + each encoder
+    assert _after(argv, "-maxrate") == ["250k", "3000k"]
+    assert _after(argv, "-ac") == ["2", "2"]
+    assert _after(argv, "-map") == ["[ov0]", "0:1", "[ov1]", "0:1"]
+    assert argv[-1] == "/s/720p/video.mp4"
+    assert all("global_sidx" in f and "delay_moov" in f for f in _after(argv, "-movflags"))
+    assert _after(argv, "-use_editlist") == ["1", "1"]
+
+
+def test_source_without_audio_maps_no_audio() -> None:
+    source = probe(audio=False)
+    outs = plan.plan_outputs(source, [plan.default_rung("360p", 360)], ["/o.mp4"])
+    argv = plan.encode_argv("/s", source, outs)
+    assert "-c:a" not in argv and _after(argv, "-map") == ["[ov0]"]
+    assert "-threads" not in argv  # no CPU limit: FFmpeg decides
+    assert _after(argv, "-filter_complex")[0].startswith("[0:0]null[v0]")
+
+
+def test_storyboard_vtt_points_at_tiles() -> None:
+    board = plan.storyboard_plan(probe(duration_seconds=25.0))
+    assert (board.interval, board.count, board.columns, board.rows) == (2.0, 13, 10, 2)
+    assert (board.tile_width, board.tile_height) == (160, 90)
+    vtt = plan.storyboard_vtt(board, 25.0)
+    assert vtt.startswith("WEBVTT\n\n00:00:00.000 --> 00:00:02.000\nsprite.jpg#xywh=0,0,160,90")
+    assert "00:00:24.000 --> 00:00:25.000\nsprite.jpg#xywh=320,90,160,90" in vtt
+    long = plan.storyboard_plan(probe(duration_seconds=3600.0))
+    assert long.count == 100 and long.interval == 36.0
+
+
+def test_poster_skips_intro_and_dark_frames() -> None:
+    argv = plan.poster_argv("/s", probe(duration_seconds=60.0), "/p.jpg", skip_dark=True)
+    assert _after(argv, "-ss") == ["12.000"] and _after(argv, "-t") == ["5.000"]
+    assert "function=greater" in _after(argv, "-vf")[0]
+    plain = plan.poster_argv("/s", probe(duration_seconds=60.0), "/p.jpg", skip_dark=False)
+    assert "signalstats" not in _after(plain, "-vf")[0]
+
+
+def _report(streams: list[dict[str, object]], **fmt: object) -> dict[str, object]:
+    return {"streams": streams, "format": {"format_name": "mov,mp4,m4a,3gp,3g2,mj2",
+                                           "duration": "4.0", "bit_rate": "1000", **fmt}}
+
+
+def test_probe_parser_reads_rotation_and_skips_cover_art() -> None:
+    video = {"index": 1, "codec_type": "video", "codec_name": "h264", "width": 1920,
+             "height": 1080, "avg_frame_rate": "30000/1001",
+             "side_data_list": [{"side_data_type": "Display Matrix", "rotation": -90}]}
+    cover = {"index": 0, "codec_type": "video", "codec_name": "mjpeg", "width": 300,
+             "height": 300, "disposition": {"attached_pic": 1}}
+    result = parse_probe(_report([cover, video]))
+    assert (result.width, result.height, result.rotation, result.video_index) == (
+        1080, 1920, 270, 1,
+    )
+    assert result.fps == pytest.approx(29.97, abs=0.01)
+    assert result.audio_codec is None
+
+
+def test_probe_parser_widens_anamorphic_pixels() -> None:
+    video = {"index": 0, "codec_type": "video", "codec_name": "mpeg2video", "width": 720,
+             "height": 576, "sample_aspect_ratio": "64:45"}
+    assert parse_probe(_report([video])).width == 1024
+
+
+@pytest.mark.parametrize(
+    ("report", "reason"),
+    [
+        ({"error": {"string": "Invalid data found when processing input"}},
+         "not a readable video file"),
+        (_report([{"index": 0, "codec_type": "audio", "codec_name": "mp3"}]), "audio only: mp3"),
+        (_report([{"index": 0, "codec_type": "video", "codec_name": "png", "width": 9,
+                   "height": 9}], format_name="png_pipe"), r"still image \(png\)"),
+        (_report([{"index": 0, "codec_type": "video", "codec_name": "ansi", "width": 640,
+                   "height": 400}], format_name="tty"), "text file"),
+        (_report([{"index": 0, "codec_type": "video", "codec_name": "h264", "width": 64,
+                   "height": 64}], duration="N/A"), "no duration"),
+    ],
+)
+def test_probe_parser_refuses_non_videos(report: dict[str, object], reason: str) -> None:
+    with pytest.raises(BadInput, match=reason):
+        parse_probe(report)
+
+
+def test_rotation_from_legacy_tag() -> None:
+    assert rotation_of({"tags": {"rotate": "180"}}) == 180
+    assert rotation_of({}) == 0
+
+
+def test_coverage_tolerates_a_frame_but_not_a_missing_half() -> None:
+    check_coverage(10.0, 9.96)
+    with pytest.raises(BadInput, match="truncated"):
+        check_coverage(10.0, 4.0)
+
+
+def test_progress_parser_reports_percent_and_speed() -> None:
+    parser = ProgressParser(10.0)
+    lines = ["frame=10", "out_time_us=2500000", "speed=1.5x", "progress=continue"]
+    results = [parser.feed(line) for line in lines]
+    assert results[:3] == [None, None, None]
+    assert results[3] is not None and (results[3].percent, results[3].speed) == (25.0, 1.5)
+    assert parser.feed("out_time_us=N/A") is None
+    end = parser.feed("progress=end")
+    assert end is not None and end.percent == 100.0
+
+
+def _box(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I4s", 8 + len(payload), kind) + payload
+
+
+def test_boxes_and_sidx_give_a_byte_range_playlist() -> None:
+    sidx_payload = struct.pack(">BxxxIIIIHH", 0, 1, 1000, 0, 0, 0, 2)
+    sidx_payload += struct.pack(">III", 300, 2000, 0x90000000)
+    sidx_payload += struct.pack(">III", 200, 1500, 0x90000000)
+    index = parse_sidx(sidx_payload)
+    assert (index.timescale, index.durations, index.sizes) == (1000, [2000, 1500], [300, 200])
+    data = _box(b"ftyp", b"x" * 12) + _box(b"moov", b"y" * 30)
+    assert [(b.type, b.offset, b.size) for b in top_level_boxes(io.BytesIO(data))] == [
+        ("ftyp", 0, 20), ("moov", 20, 38),
+    ]
+    with pytest.raises(Mp4LayoutError):
+        top_level_boxes(io.BytesIO(data[:-3]))
+    text = hls_playlist(Layout(58, [(100, 300, 2.0), (400, 200, 1.5)]), "video.mp4")
+    assert '#EXT-X-MAP:URI="video.mp4",BYTERANGE="58@0"' in text
+    assert "#EXTINF:1.500000,\n#EXT-X-BYTERANGE:200@400\nvideo.mp4" in text
+    assert "#EXT-X-TARGETDURATION:2" in text and text.endswith("#EXT-X-ENDLIST\n")
+
+
+def test_uris_and_content_types() -> None:
+    assert parse_uri("s3://media/videos/42", prefix=True) == Location("media", "videos/42/")
+    assert parse_uri("s3://media/videos/42/source/a.mp4") == Location(
+        "media", "videos/42/source/a.mp4"
+    )
+    assert parse_uri("/data/videos/42/").join("720p/video.mp4").key == (
+        "/data/videos/42/720p/video.mp4"
+    )
+    for bad in ("s3://", "s3://bucket", "http://x/y", ""):
+        with pytest.raises(BadInput):
+            parse_uri(bad)
+    assert content_type("a/index.m3u8") == "application/vnd.apple.mpegurl"
+    assert content_type("seg.m4s") == "video/iso.segment"
+    assert content_type("video.mp4") == "video/mp4"
+    assert content_type("poster.JPG") == "image/jpeg"
+    assert content_type("storyboard.vtt") == "text/vtt"
