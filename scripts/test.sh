@@ -10,6 +10,8 @@ echo "== static checks" >&2
 uv run --frozen ruff check .
 uv run --frozen mypy core/src api/src operator/src transcoder-image/src
 uv run --frozen lint-imports
+uv run --frozen python charts/sync.py --check
+uv run --frozen python -m videoflix_core.crdgen --check
 
 echo "== tests" >&2
 uv run --frozen pytest "$@"

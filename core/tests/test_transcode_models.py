@@ -169,3 +169,11 @@ def test_samples_are_valid_resources() -> None:
     for sample in samples:
         for doc in yaml.safe_load_all(sample.read_text()):
             VideoTranscode.model_validate(doc)
+
+
+def test_check_mode_flags_a_stale_copy(tmp_path: Path) -> None:
+    stale = tmp_path / "videotranscodes.yaml"
+    stale.write_text(crdgen.render().replace("shortNames", "shortNamez"))
+    assert crdgen.main(["--check", "--output", str(stale)]) == 1
+    assert crdgen.main(["--output", str(stale)]) == 0
+    assert crdgen.main(["--check", "--output", str(stale)]) == 0

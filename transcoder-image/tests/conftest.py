@@ -91,6 +91,7 @@ class Sources:
     audio_only: Path
     image: Path
     long_audio: Path  # 1 s of video, 3 s of audio (a screen recording that stopped early)
+    black: Path  # 320x240, black throughout
 
 
 @pytest.fixture(scope="session")
@@ -100,7 +101,7 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> Sources:
     s = Sources(*(d / name for name in [
         "hd.mp4", "sd.mov", "portrait.mp4", "silent.mp4", "tenbit.mkv", "short.mp4",
         "dark.mp4", "notes.txt", "truncated.mp4", "truncated_faststart.mp4", "empty.mp4",
-        "audio.m4a", "frame.png", "long_audio.mp4",
+        "audio.m4a", "frame.png", "long_audio.mp4", "black.mp4",
     ]))
     ffmpeg("-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=30:duration=3",
            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100:duration=3",
@@ -139,6 +140,8 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> Sources:
     ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30:duration=1",
            "-f", "lavfi", "-i", "sine=duration=3", *fast, "-pix_fmt", "yuv420p",
            "-c:a", "aac", str(s.long_audio))
+    ffmpeg("-f", "lavfi", "-i", "color=c=black:size=320x240:rate=30:duration=2", *fast,
+           "-pix_fmt", "yuv420p", str(s.black))
     return s
 
 

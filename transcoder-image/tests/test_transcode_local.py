@@ -280,6 +280,7 @@ def test_sigterm_stops_ffmpeg_and_publishes_nothing(
     [
         ("short", (320, 240), (160, 120), 1),  # shorter than one storyboard interval
         ("portrait", (360, 640), (90, 160), 1),  # tiles and poster stay portrait
+        ("black", (320, 240), (160, 120), 1),  # no bright frame: the plain pick is the poster
     ],
 )
 def test_thumbnail_of_short_and_portrait_sources(

@@ -161,10 +161,10 @@ class Reconciler:
                     spec.source.bucket, prefix, frozenset(actions.keep_keys)
                 )
             log.info("Deleted superseded outputs of %s", name)
-        created = 0
+        created: set[str] = set()
         for manifest in actions.create:
             if await self.kube.create_job(namespace, manifest):
-                created += 1
+                created.add(manifest["metadata"]["name"])
                 job_labels = manifest["metadata"]["labels"]
                 metrics.JOBS_CREATED.labels(
                     step=step_kind(step_key(manifest) or ""),
@@ -183,8 +183,10 @@ class Reconciler:
         metrics.observe_transitions(previous, actions.status)
         metrics.track_phase(f"{namespace}/{name}", str(actions.status.phase))
         for note in actions.events:
-            if note.reason != "CreatedJob" or created:
-                self.post_event(body, note)
+            # A 409 means an earlier pass (or process) created it and said so already.
+            if note.reason == "CreatedJob" and note.message.rsplit(" ", 1)[-1] not in created:
+                continue
+            self.post_event(body, note)
 
         await self._sync_database(namespace, name, outcome(spec, actions.status))
 
@@ -203,7 +205,13 @@ class Reconciler:
         self._written[key] = result
 
     def forget(self, namespace: str, name: str) -> None:
+        """Drop what this process remembers about a CR that is gone."""
         self._written.pop((namespace, name), None)
+        lock = self._locks.get((namespace, name))
+        if lock is not None and not lock.locked():
+            del self._locks[(namespace, name)]
+        for job_name in [j for j in self._results if j.startswith(f"{name}-")]:
+            del self._results[job_name]
         metrics.track_phase(f"{namespace}/{name}", None)
 
     async def cleanup(self, namespace: str, name: str, spec: VideoTranscodeSpec) -> bool:
@@ -216,7 +224,9 @@ class Reconciler:
         pods = await self.kube.pods_of_transcode(namespace, name)
         if any((p.get("status") or {}).get("phase") in ("Pending", "Running") for p in pods):
             return False
-        if self.store is not None:
+        if self.store is None:
+            log.warning("No S3 settings: left the stored objects of %s in place", name)
+        else:
             deleted = await self.store.delete_prefix(
                 spec.source.bucket, storage.video_prefix(spec.video_id)
             )
