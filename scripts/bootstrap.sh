@@ -13,7 +13,7 @@ say() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*" >&2; }
 
 apt_packages=(ffmpeg)
 if ! $runtime_only; then
-  apt_packages+=(postgresql postgresql-client chromium etcd-server)
+  apt_packages+=(postgresql postgresql-client chromium etcd-server wrk)
 fi
 missing=()
 for pkg in "${apt_packages[@]}"; do
