@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -289,9 +289,11 @@ def main() -> int:
         f" CPU {cpu:.1f}s"
     )
     print(f"  reconcile: {reconcile_summary(metrics)}")
-    if statistics.mean(first or [0]) and len(done) < args.count:
-        print(f"  operator log: {log_path}")
-    return 0 if len(done) == args.count else 1
+    if len(done) < args.count:
+        print(f"  kept the run's files (operator log, cluster logs): {workdir}")
+        return 1
+    shutil.rmtree(workdir, ignore_errors=True)
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything the platform and its tests need on a fresh Debian machine; cheap when already done.
-#   Debian packages (PostgreSQL, FFmpeg, Chromium, etcd), uv and the locked Python environment,
+#   Debian packages (PostgreSQL, FFmpeg, Chromium; wrk for benchmarks), uv and the locked Python environment,
 #   and the Go-built servers (MinIO, Helm, the Kubernetes control plane) cached in ~/.cache/videoflix.
 # Usage: scripts/bootstrap.sh [--runtime-only]   (--runtime-only: what the embedded demo needs, no test servers)
 set -euo pipefail
@@ -13,7 +13,7 @@ say() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*" >&2; }
 
 apt_packages=(ffmpeg)
 if ! $runtime_only; then
-  apt_packages+=(postgresql postgresql-client chromium etcd-server wrk)
+  apt_packages+=(postgresql postgresql-client chromium wrk)
 fi
 missing=()
 for pkg in "${apt_packages[@]}"; do

@@ -187,11 +187,14 @@ def test_spec_change_supersedes_old_jobs_and_outputs() -> None:
     assert "Superseded" in [e.reason for e in a.events]
 
 
-def test_priority_change_supersedes_nothing() -> None:
+def test_priority_change_supersedes_nothing_but_requeues_unfinished_jobs() -> None:
     old = spec()
     jobs = [made(old, "probe", status={"active": 1})]
     a = plan(spec(priority=9), OWNER, Observed(jobs=jobs, results={}, previous=None), SETTINGS, NOW)
     assert a.delete_jobs == [] and a.create == []
+    assert a.reprioritize == [jobs[0]["metadata"]["name"]]
+    same = plan(old, OWNER, Observed(jobs=jobs, results={}, previous=None), SETTINGS, NOW)
+    assert same.reprioritize == []
 
 
 def test_observe_job_reads_counts_and_conditions() -> None:
@@ -225,14 +228,23 @@ def test_result_comes_from_the_deciding_pod() -> None:
 
 
 def job_for_queue(
-    name: str, *, suspend: bool, priority: int = 0, created: str = NOW, finished: bool = False
+    name: str,
+    *,
+    suspend: bool,
+    priority: int = 0,
+    created: str = NOW,
+    finished: bool = False,
+    submitted: str = NOW,
 ) -> dict[str, Any]:
     return {
         "metadata": {
             "name": name,
             "namespace": "vf",
             "creationTimestamp": created,
-            "annotations": {"videoflix.io/priority": str(priority)},
+            "annotations": {
+                "videoflix.io/priority": str(priority),
+                "videoflix.io/submitted-at": submitted,
+            },
         },
         "spec": {"suspend": suspend},
         "status": COMPLETE if finished else {},
@@ -283,3 +295,30 @@ def test_transition_events_only_on_change() -> None:
     [note] = transition_events(before, failed)
     assert (note.type, note.reason, note.message) == ("Warning", "TranscodeFailed", "probe: bad")
     assert transition_events(failed, failed) == []
+
+
+def test_scheduler_finishes_older_videos_first() -> None:
+    # The old video's rendition Job was created after the new video's probe: it still goes first.
+    jobs = [
+        job_for_queue(
+            "new-probe",
+            suspend=True,
+            created="2026-01-01T00:00:05Z",
+            submitted="2026-01-01T00:00:04Z",
+        ),
+        job_for_queue(
+            "old-720p",
+            suspend=True,
+            created="2026-01-01T00:00:09Z",
+            submitted="2026-01-01T00:00:01Z",
+        ),
+    ]
+    assert [n for _, n in select_releases(jobs, cap=1)[0]] == ["old-720p"]
+
+
+def test_jobs_carry_their_videos_submission_time() -> None:
+    owner = Owner(name="video-42", namespace="vf", uid="u1", created="2026-01-01T00:00:07Z")
+    job = build_job(
+        owner=owner, spec=spec(), spec_hash="h", step="probe", rungs=[], settings=SETTINGS
+    )
+    assert job["metadata"]["annotations"]["videoflix.io/submitted-at"] == "2026-01-01T00:00:07Z"

@@ -78,6 +78,7 @@ class ContainerRun:
     exit_code: int | None = None
     restarts: int = 0
     last_state: Obj | None = None
+    start_error: str = ""
 
     @property
     def name(self) -> str:
@@ -85,10 +86,18 @@ class ContainerRun:
 
     def start(self) -> None:
         self.message_file.write_bytes(b"")
-        self.process = spawn(self.argv, log_file=self.log_file, env=self.env, cwd=self.cwd)
         self.started_at = now()
         self.finished_at = ""
         self.exit_code = None
+        self.start_error = ""
+        try:
+            self.process = spawn(self.argv, log_file=self.log_file, env=self.env, cwd=self.cwd)
+        except OSError as error:
+            # What a runtime reports when the entrypoint cannot be executed.
+            self.process = None
+            self.exit_code = 128
+            self.finished_at = self.started_at
+            self.start_error = f"failed to start {self.argv[0]!r}: {error.strerror or error}"
 
     def poll(self) -> int | None:
         if self.exit_code is None and self.process is not None:
@@ -118,14 +127,15 @@ class ContainerRun:
 
     def terminated(self) -> Obj:
         code = self.exit_code if self.exit_code is not None else 137
+        reason = "StartError" if self.start_error else ("Completed" if code == 0 else "Error")
         state: Obj = {
             "exitCode": code,
-            "reason": "Completed" if code == 0 else "Error",
+            "reason": reason,
             "startedAt": self.started_at or now(),
             "finishedAt": self.finished_at or now(),
             "containerID": f"local://{self.process.pid if self.process else 0}",
         }
-        message = self.message()
+        message = self.start_error or self.message()
         if message:
             state["message"] = message
         return state
@@ -590,16 +600,17 @@ class LocalKubelet:
             if runtime.thread is not None:
                 runtime.thread.join(timeout=30)
         if delete:
-            meta = pod["metadata"]
-            self._client.delete(
-                self._pod_path(pod),
-                {
-                    "apiVersion": "v1",
-                    "kind": "DeleteOptions",
-                    "gracePeriodSeconds": 0,
-                    "preconditions": {"uid": meta["uid"]},
-                },
-            )
+            options = {
+                "apiVersion": "v1",
+                "kind": "DeleteOptions",
+                "gracePeriodSeconds": 0,
+                "preconditions": {"uid": pod["metadata"]["uid"]},
+            }
+            try:
+                self._client.delete(self._pod_path(pod), options)
+            except KubeApiError as error:
+                if error.status != 409:  # 409: a new pod took the name; this one is gone
+                    raise
         else:
             self._cleanup(pod)
 
@@ -684,7 +695,7 @@ class LocalKubelet:
                 host = source / mount["subPath"] if mount.get("subPath") else source
                 host.mkdir(parents=True, exist_ok=True)
                 mapping[mount["mountPath"]] = str(host)
-            paths = PathMap.of(mapping)
+            paths = PathMap.of(mapping, keep_existing=True)
             resolved = podenv.resolve_env(
                 pod,
                 container,
@@ -847,7 +858,7 @@ class LocalKubelet:
     ) -> str:
         """Wait for the containers: "done", "deadline" or "killed"."""
         for run in runs:
-            if run.process is None:
+            if not run.started_at:
                 run.start()
         while True:
             if runtime.stop.is_set():

@@ -215,22 +215,32 @@ def resolve_env(
 
 @dataclass(frozen=True)
 class PathMap:
-    """In-container paths (mount points, the termination-message file) → host paths."""
+    """In-container paths (mount points, the termination-message file) → host paths.
+
+    With `keep_existing`, a path *below* a mount point that already exists on this host is left
+    alone: pods run on the test host, and a test may hand them a host file under, say, /tmp
+    while the pod also mounts an emptyDir at /tmp.
+    """
 
     mounts: tuple[tuple[str, str], ...]
+    keep_existing: bool = False
 
     @classmethod
-    def of(cls, mapping: Mapping[str, str]) -> PathMap:
+    def of(cls, mapping: Mapping[str, str], *, keep_existing: bool = False) -> PathMap:
         # Longest container path first, so a nested mount wins over its parent.
         items = sorted(
             ((c.rstrip("/") or "/", h) for c, h in mapping.items()), key=lambda m: -len(m[0])
         )
-        return cls(tuple(items))
+        return cls(tuple(items), keep_existing)
 
     def path(self, value: str) -> str:
         """Rewrite one path; anything outside the mapped paths is returned unchanged."""
         for container_path, host_path in self.mounts:
-            if value == container_path or value.startswith(container_path + "/"):
+            if value == container_path:
+                return host_path
+            if value.startswith(container_path + "/"):
+                if self.keep_existing and os.path.exists(value):
+                    return value
                 return host_path + value[len(container_path) :]
         return value
 

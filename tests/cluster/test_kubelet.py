@@ -324,3 +324,16 @@ def test_extra_image_mappings_run_their_entrypoint(kube: Kube, kube_namespace: s
         wait_phase(kube, kube_namespace, "echo", "Succeeded")
     assert kube.kubelet.logs(kube_namespace, "echo") == "hello world\n"
     assert echo not in kube.kubelet.images
+
+
+def test_an_entrypoint_that_cannot_start_fails_the_pod_with_start_error(
+    kube: Kube, kube_namespace: str
+) -> None:
+    broken = {"name": "main", "image": TEST_IMAGE, "command": ["/nonexistent/entrypoint"]}
+    create_pod(kube, kube_namespace, "broken", [broken])
+
+    pod = wait_phase(kube, kube_namespace, "broken", "Failed")
+
+    state = terminated(pod)
+    assert (state["exitCode"], state["reason"]) == (128, "StartError")
+    assert "/nonexistent/entrypoint" in state["message"]

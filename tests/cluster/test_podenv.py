@@ -196,6 +196,18 @@ def test_paths_map_mounts_longest_first_and_flag_values() -> None:
     assert paths.word("s3://bucket/scratch/x") == "s3://bucket/scratch/x"
 
 
+def test_existing_host_paths_below_a_mount_are_kept_when_asked(tmp_path: Path) -> None:
+    host_file = tmp_path / "kubeconfig"
+    host_file.write_text("x")
+    mount = str(tmp_path)  # the pod mounts an emptyDir over the file's dir
+    kept = PathMap.of({mount: "/pod/v"}, keep_existing=True)
+    assert kept.path(str(host_file)) == str(host_file)
+    assert kept.path(f"{mount}/not-there") == "/pod/v/not-there"
+    assert kept.path(mount) == "/pod/v"  # the mount point itself is always the mount
+    strict = PathMap.of({mount: "/pod/v"})
+    assert strict.path(str(host_file)) == "/pod/v/kubeconfig"
+
+
 def test_transcoder_image_runs_this_interpreter_with_the_module() -> None:
     paths = PathMap.of({"/scratch": "/tmp/s"})
     argv = podenv.container_argv(

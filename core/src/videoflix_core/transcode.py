@@ -30,6 +30,7 @@ LABEL_STEP = f"{GROUP}/step"
 LABEL_SPEC_HASH = f"{GROUP}/spec-hash"
 LABEL_VIDEO_ID = f"{GROUP}/video-id"
 ANNOTATION_PRIORITY = f"{GROUP}/priority"
+ANNOTATION_SUBMITTED = f"{GROUP}/submitted-at"
 
 _RENDITION_NAME_PATTERN = r"^[1-9][0-9]{1,3}p$"
 

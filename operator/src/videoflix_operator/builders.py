@@ -17,6 +17,7 @@ from videoflix_core.ladder import Rung
 from videoflix_core.status import LADDER, PROBE, RENDITION_PREFIX, THUMBNAIL
 from videoflix_core.transcode import (
     ANNOTATION_PRIORITY,
+    ANNOTATION_SUBMITTED,
     API_VERSION,
     KIND,
     LABEL_RENDITION,
@@ -86,6 +87,7 @@ class Owner:
     name: str
     namespace: str
     uid: str
+    created: str = ""  # creationTimestamp: queued Jobs of older videos go first
 
 
 def transcoder_args(step: str, spec: VideoTranscodeSpec, rungs: Sequence[Rung]) -> list[str]:
@@ -184,7 +186,10 @@ def build_job(
             "name": name,
             "namespace": owner.namespace,
             "labels": job_labels,
-            "annotations": {ANNOTATION_PRIORITY: str(spec.priority)},
+            "annotations": {
+                ANNOTATION_PRIORITY: str(spec.priority),
+                ANNOTATION_SUBMITTED: owner.created,
+            },
             "ownerReferences": [
                 {
                     "apiVersion": API_VERSION,

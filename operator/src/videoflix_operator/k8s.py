@@ -141,6 +141,18 @@ class Kube:
             if exc.status != 404:
                 raise
 
+    async def annotate_job(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        try:
+            await asyncio.to_thread(
+                self._batch.patch_namespaced_job,
+                name,
+                namespace,
+                {"metadata": {"annotations": annotations}},
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
     async def release_job(self, namespace: str, name: str) -> None:
         try:
             await asyncio.to_thread(

@@ -21,6 +21,7 @@ from videoflix_core.status import (
 )
 from videoflix_core.transcode import (
     ANNOTATION_PRIORITY,
+    ANNOTATION_SUBMITTED,
     LABEL_RENDITION,
     LABEL_SPEC_HASH,
     LABEL_STEP,
@@ -50,6 +51,8 @@ class Actions:
     status: VideoTranscodeStatus
     create: list[dict[str, Any]] = field(default_factory=list)
     delete_jobs: list[str] = field(default_factory=list)
+    # Queued Jobs whose priority annotation no longer matches the spec (a priority change).
+    reprioritize: list[str] = field(default_factory=list)
     delete_prefixes: list[str] = field(default_factory=list)
     keep_keys: set[str] = field(default_factory=set)
     events: list[EventNote] = field(default_factory=list)
@@ -151,6 +154,8 @@ def plan(
             actions.delete_jobs.append(name)  # superseded by a spec change
             continue
         steps[key] = observe_job(job, observed.results.get(name))
+        if not is_finished(job) and _priority(job) != spec.priority:
+            actions.reprioritize.append(name)
 
     agg = aggregate(
         spec,
@@ -263,8 +268,10 @@ def _priority(job: Obj) -> int:
 def select_releases(jobs: Iterable[Obj], cap: int) -> tuple[list[tuple[str, str]], int, int]:
     """Which suspended Jobs to release: (namespace, name) list, plus running and queued counts.
 
-    Running = unsuspended and unfinished. Released highest priority first, then oldest, so a
-    flood of uploads cannot starve an urgent one and nothing waits forever behind newer work.
+    Running = unsuspended and unfinished. Released highest priority first, then oldest video
+    (then oldest Job): a flood of uploads cannot starve an urgent one, nothing waits forever
+    behind newer work, and each video finishes as early as it can instead of every video's probe
+    running before anyone's renditions.
     """
     running = 0
     queued: list[Obj] = []
@@ -278,6 +285,8 @@ def select_releases(jobs: Iterable[Obj], cap: int) -> tuple[list[tuple[str, str]
     queued.sort(
         key=lambda j: (
             -_priority(j),
+            # The video's age first: finish older uploads before starting newer ones.
+            str((j["metadata"].get("annotations") or {}).get(ANNOTATION_SUBMITTED) or ""),
             str(j["metadata"].get("creationTimestamp") or ""),
             str(j["metadata"]["name"]),
         )

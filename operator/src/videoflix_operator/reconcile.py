@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 from videoflix_core import storage
 from videoflix_core.status import Outcome, outcome
-from videoflix_core.transcode import VideoTranscodeSpec, VideoTranscodeStatus
+from videoflix_core.transcode import ANNOTATION_PRIORITY, VideoTranscodeSpec, VideoTranscodeStatus
 
 from videoflix_operator import metrics
 from videoflix_operator.builders import MANAGED_BY, Owner, step_kind
@@ -131,7 +131,12 @@ class Reconciler:
             return
         raw_status = body.get("status") or None
         previous = VideoTranscodeStatus.model_validate(raw_status) if raw_status else None
-        owner = Owner(name=name, namespace=namespace, uid=body["metadata"]["uid"])
+        owner = Owner(
+            name=name,
+            namespace=namespace,
+            uid=body["metadata"]["uid"],
+            created=str(body["metadata"].get("creationTimestamp") or ""),
+        )
 
         jobs = await self.kube.jobs_of(namespace, name)
         results: dict[str, dict[str, Any] | None] = {}
@@ -161,6 +166,11 @@ class Reconciler:
                     spec.source.bucket, prefix, frozenset(actions.keep_keys)
                 )
             log.info("Deleted superseded outputs of %s", name)
+        for job_name in actions.reprioritize:
+            await self.kube.annotate_job(
+                namespace, job_name, {ANNOTATION_PRIORITY: str(spec.priority)}
+            )
+            self.scheduler_wakeup.set()
         created: set[str] = set()
         for manifest in actions.create:
             if await self.kube.create_job(namespace, manifest):
