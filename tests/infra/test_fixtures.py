@@ -10,7 +10,8 @@ import sqlalchemy as sa
 def test_database_is_fresh_and_real(database_url: str) -> None:
     engine = sa.create_engine(database_url)
     with engine.begin() as conn:
-        assert conn.execute(sa.text("select count(*) from pg_tables where schemaname='public'")).scalar() == 0
+        tables = sa.text("select count(*) from pg_tables where schemaname='public'")
+        assert conn.execute(tables).scalar() == 0
         conn.execute(sa.text("create table t (x int)"))
         conn.execute(sa.text("insert into t values (42)"))
         assert conn.execute(sa.text("select x from t")).scalar() == 42

@@ -1,1 +1,1 @@
-"""The shared contract of Videoflix: models, names, keys and pure decisions used by every component."""
+"""The shared contract of Videoflix: models, names, keys and pure decisions every component uses."""

@@ -6,8 +6,9 @@ from enum import StrEnum
 class ProcessingState(StrEnum):
     """Where a video is in its transcode pipeline.
 
-    `pending`: accepted, nothing started; `processing`: probing or encoding (it may already be playable);
-    `ready`: every planned rendition exists; `error`: a required step failed for good (see the reason).
+    `pending`: accepted, nothing started; `processing`: probing or encoding (maybe already
+    playable); `ready`: every planned rendition exists; `error`: a required step failed for good
+    (see the reason).
     """
 
     PENDING = "pending"

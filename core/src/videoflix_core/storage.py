@@ -1,4 +1,4 @@
-"""Object storage layout: every object of one video lives under one prefix, so cleanup is one listing.
+"""Object storage layout: all objects of one video live under one prefix; cleanup is one listing.
 
 Keys are relative to the bucket:
     videos/<video-id>/source/<original-name>
@@ -37,7 +37,8 @@ def safe_filename(original: str) -> str:
     name = _UNSAFE.sub("-", name).strip(".-")
     if len(name) > _MAX_NAME:
         stem, dot, ext = name.rpartition(".")
-        name = (stem[: _MAX_NAME - len(ext) - 1] + dot + ext) if dot and len(ext) <= 10 else name[:_MAX_NAME]
+        keep_ext = dot and len(ext) <= 10
+        name = (stem[: _MAX_NAME - len(ext) - 1] + dot + ext) if keep_ext else name[:_MAX_NAME]
     return name or "source"
 
 

@@ -64,6 +64,8 @@ class Reconciler:
     _results: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     scheduler_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     _requested: set[tuple[str, str]] = field(default_factory=set)
+    # Namespaces with transcodes: the cap spans all of them (kopf may watch every namespace).
+    _namespaces: set[str] = field(default_factory=set)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def request(self, namespace: str, name: str, delay: float = 0.5) -> None:
@@ -97,6 +99,7 @@ class Reconciler:
         exception when the cluster could not be read or changed.
         """
         key = (namespace, name)
+        self._namespaces.add(namespace)
         lock = self._locks.setdefault(key, asyncio.Lock())
         if lock.locked():
             self._again.add(key)  # the running pass may have read stale Jobs: run once more
@@ -246,9 +249,11 @@ class Reconciler:
 
     async def schedule(self) -> None:
         """Release suspended Jobs up to the cap, by priority then age (one pass)."""
-        jobs = await self.kube.list_jobs(
-            self.settings.namespace, f"app.kubernetes.io/managed-by={MANAGED_BY}"
-        )
+        jobs: list[Obj] = []
+        for namespace in sorted(self._namespaces | {self.settings.namespace}):
+            jobs += await self.kube.list_jobs(
+                namespace, f"app.kubernetes.io/managed-by={MANAGED_BY}"
+            )
         releases, running, queued = select_releases(jobs, self.settings.max_running_jobs)
         for namespace, job_name in releases:
             await self.kube.release_job(namespace, job_name)

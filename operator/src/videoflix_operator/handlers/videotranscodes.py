@@ -44,6 +44,8 @@ async def reconcile_transcode(namespace: str | None, name: str, **_: Any) -> Non
     PLURAL,
     interval=_settings.resync_seconds,
     initial_delay=_settings.resync_seconds,
+    # Only CRs that have been quiet that long: one that is moving is being reconciled anyway.
+    idle=_settings.resync_seconds,
 )
 async def resync_transcode(namespace: str | None, name: str, status: kopf.Status, **_: Any) -> None:
     """Safety net for missed Job events and database outages (level-based: always safe).
