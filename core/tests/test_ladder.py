@@ -78,7 +78,12 @@ def test_cli_args_only_for_set_values() -> None:
     assert Rung("240p", 240).cli_args() == []
     assert Rung("240p", 240, video_bitrate=300).cli_args() == ["--video-bitrate", "300"]
     assert DEFAULT_LADDER[0].cli_args() == [
-        "--maxrate", "250", "--bufsize", "500", "--audio-bitrate", "64",
+        "--maxrate",
+        "250",
+        "--bufsize",
+        "500",
+        "--audio-bitrate",
+        "64",
     ]
 
 

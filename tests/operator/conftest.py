@@ -24,7 +24,7 @@ from videoflix_core.db.models import Video
 from videoflix_core.transcode import videotranscode_manifest
 from videoflix_operator.rbac import RULES
 
-from tests.cluster.fixtures import Kube, kube, kube_namespace  # noqa: F401  (fixtures)
+from tests.cluster.fixtures import Kube
 from tests.cluster.podenv import ImageMapping
 from tests.fixtures.minio import MinioServer
 from tests.fixtures.procs import free_port, stop
@@ -308,8 +308,8 @@ def operator_kubeconfig(cluster: Kube, namespace: str, directory: Path) -> str:
 
 @pytest.fixture
 def make_platform(
-    kube: Kube,  # noqa: F811
-    kube_namespace: str,  # noqa: F811
+    kube: Kube,
+    kube_namespace: str,
     minio_server: MinioServer,
     s3_bucket: str,
     database_url: str,
@@ -371,7 +371,7 @@ def make_platform(
 
 
 @pytest.fixture(scope="session")
-def flaky_image(kube: Kube) -> str:  # noqa: F811
+def flaky_image(kube: Kube) -> str:
     if not any(m.match == "videoflix-flaky" for m in kube.kubelet.images):
         kube.kubelet.add_image(
             ImageMapping(
