@@ -27,7 +27,9 @@ CHROMIUM_ARGS = [
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an event loop running in this thread while
+# the browser is open, which would break later tests that call asyncio.run().
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).is_file():
         missing_tool(f"Chromium not found at {CHROMIUM} (apt-get install -y chromium)")
