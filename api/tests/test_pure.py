@@ -220,6 +220,94 @@ def test_master_playlist() -> None:
     )
     lines = text.splitlines()
     assert lines[0] == "#EXTM3U"
-    assert lines[3] == '#EXT-X-STREAM-INF:BANDWIDTH=100000,RESOLUTION=214x120,NAME="120p"'
+    assert lines[3] == (
+        '#EXT-X-STREAM-INF:BANDWIDTH=100000,AVERAGE-BANDWIDTH=100000,RESOLUTION=214x120,NAME="120p"'
+    )
     assert lines[4] == "120p/index.m3u8"
-    assert lines[5].startswith("#EXT-X-STREAM-INF:BANDWIDTH=2500000,RESOLUTION=1280x720")
+    assert lines[5].startswith(
+        "#EXT-X-STREAM-INF:BANDWIDTH=2500000,AVERAGE-BANDWIDTH=2500000,RESOLUTION=1280x720"
+    )
+
+
+def test_master_playlist_peak_average_and_codecs() -> None:
+    text = playback.master_playlist(
+        {
+            "360p": {
+                "width": 640,
+                "height": 360,
+                "bitrate": 800_000,
+                "peakBitrate": 1_100_000,
+                "codecs": "avc1.64001e,mp4a.40.2",
+            },
+            # Peaks order the variants: this one averages less but peaks higher.
+            "480p": {"width": 854, "height": 480, "bitrate": 700_000, "peakBitrate": 1_300_000},
+            # A peak below the average (tiny files: the average counts the init segment) never
+            # makes BANDWIDTH < AVERAGE-BANDWIDTH; a codecs value that could break out of the
+            # quoted attribute is left out.
+            "120p": {
+                "width": 214,
+                "height": 120,
+                "bitrate": 90_000,
+                "peakBitrate": 80_000,
+                "codecs": 'avc1.64000c"\n#EXT-X-ENDLIST',
+            },
+        },
+        lambda name: f"{name}/index.m3u8",
+    )
+    stream = [line for line in text.splitlines() if line.startswith("#EXT-X-STREAM-INF:")]
+    assert stream == [
+        '#EXT-X-STREAM-INF:BANDWIDTH=90000,AVERAGE-BANDWIDTH=90000,RESOLUTION=214x120,NAME="120p"',
+        "#EXT-X-STREAM-INF:BANDWIDTH=1100000,AVERAGE-BANDWIDTH=800000,"
+        'CODECS="avc1.64001e,mp4a.40.2",RESOLUTION=640x360,NAME="360p"',
+        "#EXT-X-STREAM-INF:BANDWIDTH=1300000,AVERAGE-BANDWIDTH=700000,RESOLUTION=854x480,"
+        'NAME="480p"',
+    ]
+    assert "ENDLIST" not in text
+
+
+STORYBOARD = """WEBVTT
+
+NOTE written by the transcoder --> relative references
+
+00:00:00.000 --> 00:00:02.000
+sprite.jpg#xywh=0,0,160,90
+
+cue-2
+00:00:02.000 --> 00:00:04.000
+sprite.jpg#xywh=160,0,160,90
+
+00:00:04.000 --> 00:00:05.500
+../../2/thumbnails/sprite.jpg#xywh=320,0,160,90
+"""
+
+
+def test_rewrite_storyboard_vtt() -> None:
+    calls: list[str] = []
+
+    def resolve(uri: str) -> str:
+        calls.append(uri)
+        key = playback.media_key("videos/1/thumbnails/storyboard.vtt", uri)
+        return uri if key is None else f"https://s3.test/{key}?X-Amz-Signature=abc&x=1"
+
+    out = playback.rewrite_storyboard_vtt(STORYBOARD, resolve)
+    signed = "https://s3.test/videos/1/thumbnails/sprite.jpg?X-Amz-Signature=abc&x=1"
+    assert out.splitlines() == [
+        "WEBVTT",
+        "",
+        "NOTE written by the transcoder --> relative references",
+        "",
+        "00:00:00.000 --> 00:00:02.000",
+        f"{signed}#xywh=0,0,160,90",
+        "",
+        "cue-2",
+        "00:00:02.000 --> 00:00:04.000",
+        f"{signed}#xywh=160,0,160,90",
+        "",
+        "00:00:04.000 --> 00:00:05.500",
+        # A reference leaving the video's folder is not presigned (it resolves to nothing).
+        "../../2/thumbnails/sprite.jpg#xywh=320,0,160,90",
+    ]
+    assert calls == ["sprite.jpg", "../../2/thumbnails/sprite.jpg"]  # one presign per URI
+    # CRLF line endings and a byte order mark are read the same way.
+    crlf = "\ufeff" + STORYBOARD.replace("\n", "\r\n")
+    assert playback.rewrite_storyboard_vtt(crlf, resolve) == out

@@ -62,6 +62,8 @@ def rendition_result(name: str, height: int) -> dict[str, Any]:
         "width": height * 16 // 9,
         "height": height,
         "bitrate": 1000,
+        "peakBitrate": 1400,
+        "codecs": "avc1.64001f,mp4a.40.2",
         "bytes": 5000,
         "durationSeconds": 3.0,
         "encodeSeconds": 1.5,
@@ -193,11 +195,26 @@ def test_everything_done_is_succeeded_ready_and_100() -> None:
         "width": 1280,
         "height": 720,
         "bitrate": 1000,
+        "peakBitrate": 1400,
+        "codecs": "avc1.64001f,mp4a.40.2",
         "bytes": 5000,
         "durationSeconds": 3.0,
         "file": "videos/42/720p/video.mp4",
         "playlist": "videos/42/720p/index.m3u8",
     }
+
+
+def test_converted_files_without_peak_or_codecs_keeps_them_as_none() -> None:
+    # Results of a transcoder that did not report them yet still make a playable rendition.
+    steps = all_done([("120p", 120)])
+    old = dict(rendition_result("120p", 120))
+    del old["peakBitrate"], old["codecs"]
+    steps[rendition_step("120p")] = StepObservation(
+        name="j", succeeded=1, finished="Complete", result={"renditions": [old]}
+    )
+    files = converted_files(aggregate(spec(), steps, None, now=T0).status)
+    assert files["120p"]["peakBitrate"] is None and files["120p"]["codecs"] is None
+    assert files["120p"]["bitrate"] == 1000
 
 
 def test_waits_for_the_thumbnail_before_succeeding() -> None:

@@ -145,7 +145,8 @@ def test_embedded_and_operator_agree_on_converted_files(
         assert local["playlist"] == remote["playlist"] == f"videos/{VIDEO_ID}/{name}/index.m3u8"
         assert (local["width"], local["height"]) == (remote["width"], remote["height"])
         assert local["durationSeconds"] == pytest.approx(remote["durationSeconds"], abs=0.05)
-        for field in ("bytes", "bitrate"):
+        assert local["codecs"] == remote["codecs"] is not None  # for the master playlist's CODECS
+        for field in ("bytes", "bitrate", "peakBitrate"):
             assert isinstance(local[field], int) and isinstance(remote[field], int)
             assert local[field] == pytest.approx(remote[field], rel=0.1)
         # The API serves both as the same public shape.

@@ -427,8 +427,8 @@ def processing_state(phase: Phase) -> ProcessingState:
 def converted_files(status: VideoTranscodeStatus) -> dict[str, dict[str, Any]]:
     """The videos row's `converted_files`: finished renditions only, lowest quality first.
 
-    Shape: {name: {width, height, bitrate, bytes, durationSeconds, file, playlist}} (keys in
-    storage).
+    Shape: {name: {width, height, bitrate, peakBitrate, codecs, bytes, durationSeconds, file,
+    playlist}} (keys in storage; peakBitrate/codecs None when the transcoder did not report them).
     """
     files: dict[str, dict[str, Any]] = {}
     for name, rendition in sorted(
@@ -441,6 +441,8 @@ def converted_files(status: VideoTranscodeStatus) -> dict[str, dict[str, Any]]:
             "width": out.width,
             "height": out.height,
             "bitrate": out.bitrate,
+            "peakBitrate": out.peak_bitrate,
+            "codecs": out.codecs,
             "bytes": out.bytes,
             "durationSeconds": out.duration_seconds,
             "file": out.file,

@@ -209,6 +209,14 @@ class RenditionOutput(_Observed):
     width: int
     height: int
     bitrate: int | None = None
+    peak_bitrate: int | None = Field(
+        default=None, ge=0, description="Bit/s of the largest segment (HLS BANDWIDTH)."
+    )
+    codecs: str | None = Field(
+        default=None,
+        max_length=256,
+        description="RFC 6381 codecs, e.g. avc1.64001f,mp4a.40.2 (HLS CODECS).",
+    )
     bytes: int | None = None
     duration_seconds: float | None = None
     encode_seconds: float | None = None

@@ -3,6 +3,7 @@ thumbnails, progressive files and HLS playlists."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response
@@ -31,6 +32,7 @@ content = APIRouter(prefix="/content", tags=["content"])
 router = APIRouter(prefix="/videos", tags=["videos"])
 
 HLS_TYPE = "application/vnd.apple.mpegurl"
+VTT_TYPE = "text/vtt"
 QualityName = Annotated[str, Query(pattern=r"^[1-9][0-9]{1,3}p$", description="e.g. 720p")]
 
 
@@ -260,7 +262,14 @@ def _redirect(url: str) -> RedirectResponse:
     "/{video_id}/thumbnail/",
     status_code=302,
     response_class=RedirectResponse,
-    responses={404: {"description": "No such thumbnail (yet)."}},
+    responses={
+        200: {
+            "content": {VTT_TYPE: {}},
+            "description": "kind=storyboard: the WebVTT index, its sprite URIs presigned.",
+        },
+        404: {"description": "No such thumbnail (yet)."},
+        502: {"description": "kind=storyboard: the index could not be read from storage."},
+    },
 )
 def thumbnail(
     video_id: int,
@@ -269,8 +278,9 @@ def thumbnail(
     settings: SettingsDep,
     storage: StorageDep,
     kind: Annotated[str, Query(pattern="^(poster|sprite|storyboard)$")] = "poster",
-) -> RedirectResponse:
-    """Redirect to the poster (or the storyboard sprite / its WebVTT index)."""
+) -> Response:
+    """Redirect to the poster or the storyboard sprite; the storyboard's WebVTT index is served
+    here, since its relative sprite references would not resolve against a presigned URL."""
     video = require_video(session, video_id)
     key = {
         "poster": video.thumbnail_key,
@@ -279,7 +289,41 @@ def thumbnail(
     }[kind]
     if not key:
         raise HTTPException(404, "No thumbnail yet.")
+    if kind == "storyboard":
+        return _storyboard(key, settings, storage)
     return _redirect(storage.url(key, expires_in=settings.presign_expiry_seconds))
+
+
+def _storyboard(vtt_key: str, settings: Settings, storage: Storage) -> Response:
+    try:
+        text = storage.read(vtt_key, max_bytes=1024 * 1024)
+    except StorageError as exc:
+        raise HTTPException(502, "Could not read the storyboard from storage.") from exc
+    if text is None:
+        raise HTTPException(404, "No thumbnail yet.")
+
+    body = playback.rewrite_storyboard_vtt(
+        text.decode("utf-8", "replace"), _resolver(vtt_key, settings, storage)
+    )
+    return Response(body, media_type=VTT_TYPE, headers=_presigned_cache(settings))
+
+
+def _resolver(base_key: str, settings: Settings, storage: Storage) -> Callable[[str], str]:
+    """Relative URI in the file at `base_key` → a URL the browser can fetch (escapes stay as
+    they are: they resolve to nothing of ours)."""
+
+    def resolve(uri: str) -> str:
+        key = playback.media_key(base_key, uri)
+        if key is None:
+            return uri
+        return storage.url(key, expires_in=settings.presign_expiry_seconds)
+
+    return resolve
+
+
+def _presigned_cache(settings: Settings) -> dict[str, str]:
+    # Cached no longer than the presigned URLs inside stay valid.
+    return {"Cache-Control": f"private, max-age={max(0, settings.presign_expiry_seconds // 2)}"}
 
 
 @router.get(
@@ -341,15 +385,7 @@ def hls_media(
     if text is None:
         raise HTTPException(404, "This quality is not available.")
 
-    def resolve(uri: str) -> str:
-        key = playback.media_key(playlist_key, uri)
-        if key is None:
-            return uri
-        return storage.url(key, expires_in=settings.presign_expiry_seconds)
-
-    body = playback.rewrite_media_playlist(text.decode("utf-8", "replace"), resolve)
-    # Cached no longer than the presigned URLs inside stay valid.
-    max_age = max(0, settings.presign_expiry_seconds // 2)
-    return Response(
-        body, media_type=HLS_TYPE, headers={"Cache-Control": f"private, max-age={max_age}"}
+    body = playback.rewrite_media_playlist(
+        text.decode("utf-8", "replace"), _resolver(playlist_key, settings, storage)
     )
+    return Response(body, media_type=HLS_TYPE, headers=_presigned_cache(settings))

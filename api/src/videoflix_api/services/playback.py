@@ -14,14 +14,45 @@ from typing import Any
 _URI_ATTR = re.compile(r'URI="([^"]*)"')
 
 
-def _bandwidth(info: Mapping[str, Any]) -> int:
-    bitrate = info.get("bitrate")
-    if isinstance(bitrate, int | float) and bitrate > 0:
-        return int(bitrate)
-    size, duration = info.get("bytes"), info.get("durationSeconds")
-    if isinstance(size, int | float) and isinstance(duration, int | float) and duration > 0:
+# RFC 6381 codec strings are dotted alphanumerics; anything else (a quote, a newline) would break
+# out of the quoted attribute, so it is left out rather than written.
+_CODECS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+-]*(,[A-Za-z0-9][A-Za-z0-9.+-]*)*$")
+
+
+def _positive(value: Any) -> int | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 1:
+        return int(value)
+    return None
+
+
+def _average_bandwidth(info: Mapping[str, Any]) -> int:
+    bitrate = _positive(info.get("bitrate"))
+    if bitrate is not None:
+        return bitrate
+    size, duration = _positive(info.get("bytes")), info.get("durationSeconds")
+    if size is not None and isinstance(duration, int | float) and duration > 0:
         return int(size * 8 / duration)
     return 1
+
+
+def _bandwidth(info: Mapping[str, Any]) -> int:
+    """HLS `BANDWIDTH` is the peak segment bit rate; the average stands in when it is unknown
+    (renditions transcoded before the transcoder reported peaks). Never below the average: the
+    average counts the init segment too, and RFC 8216 wants BANDWIDTH >= AVERAGE-BANDWIDTH."""
+    return max(_positive(info.get("peakBitrate")) or 0, _average_bandwidth(info))
+
+
+def stream_inf(name: str, info: Mapping[str, Any]) -> str:
+    """The `#EXT-X-STREAM-INF` line of one rendition (RFC 8216 §4.3.4.2)."""
+    attrs = [f"BANDWIDTH={_bandwidth(info)}", f"AVERAGE-BANDWIDTH={_average_bandwidth(info)}"]
+    codecs = info.get("codecs")
+    if isinstance(codecs, str) and _CODECS.match(codecs):
+        attrs.append(f'CODECS="{codecs}"')
+    width, height = _positive(info.get("width")), _positive(info.get("height"))
+    if width and height:
+        attrs.append(f"RESOLUTION={width}x{height}")
+    attrs.append(f'NAME="{name}"')
+    return "#EXT-X-STREAM-INF:" + ",".join(attrs)
 
 
 def master_playlist(
@@ -30,12 +61,7 @@ def master_playlist(
     """The master playlist over every finished rendition, lowest bandwidth first."""
     lines = ["#EXTM3U", "#EXT-X-VERSION:7", "#EXT-X-INDEPENDENT-SEGMENTS"]
     for name, info in sorted(converted.items(), key=lambda kv: (_bandwidth(kv[1]), kv[0])):
-        attrs = [f"BANDWIDTH={_bandwidth(info)}"]
-        width, height = info.get("width"), info.get("height")
-        if width and height:
-            attrs.append(f"RESOLUTION={int(width)}x{int(height)}")
-        attrs.append(f'NAME="{name}"')
-        lines += ["#EXT-X-STREAM-INF:" + ",".join(attrs), uri_for(name)]
+        lines += [stream_inf(name, info), uri_for(name)]
     return "\n".join(lines) + "\n"
 
 
@@ -70,3 +96,31 @@ def media_key(playlist_key: str, uri: str) -> str | None:
         return None
     base = playlist_key.rsplit("/", 1)[0]
     return f"{base}/{uri.split('?', 1)[0]}"
+
+
+def rewrite_storyboard_vtt(text: str, resolve: Callable[[str], str]) -> str:
+    """Replace the image reference of every cue (`sprite.jpg#xywh=x,y,w,h`) by `resolve(uri)`,
+    keeping the `#xywh=` fragment.
+
+    The transcoder writes the references relative to the VTT; a player resolves them against the
+    URL it fetched the VTT from, which for a private bucket gets it nothing. Only cue payloads are
+    touched (the lines after a `-->` timing line up to the blank line ending the cue); the header,
+    cue identifiers and NOTE blocks pass through. `resolve` runs once per distinct URI.
+    """
+    cache: dict[str, str] = {}
+    out = []
+    in_payload = False
+    for line in text.lstrip("\ufeff").splitlines():
+        stripped = line.strip()
+        if not stripped:
+            in_payload = False
+            out.append("")
+        elif in_payload:
+            uri, hash_, fragment = stripped.partition("#")
+            if uri not in cache:
+                cache[uri] = resolve(uri)
+            out.append(cache[uri] + hash_ + fragment)
+        else:
+            in_payload = "-->" in stripped and not stripped.startswith(("NOTE", "WEBVTT"))
+            out.append(line)
+    return "\n".join(out) + "\n"
