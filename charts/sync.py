@@ -93,6 +93,18 @@ SCHEMA_OVERRIDES: dict[str, dict[str, Any]] = {
     "transcoder.deadlines.thumbnailSeconds": {"minimum": 1},
     "transcoder.backoffLimit": {"minimum": 0},
     "transcoder.scratchSizeLimit": K8S_QUANTITY,
+    "transcoder.strategy": {"enum": ["PerRendition", "SinglePass"]},
+    "transcoder.imagePullSecrets": {
+        "items": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {"name": {"type": "string"}},
+        }
+    },
+    "transcoder.tolerations": {"items": {"type": "object"}},
+    "transcoder.priorityClassName": {
+        "pattern": r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)?$"
+    },
     "transcoder.resources": {
         "type": "object",
         "additionalProperties": {

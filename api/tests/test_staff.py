@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from videoflix_api.config import Settings
 from videoflix_core.db import Video
+from videoflix_core.transcode import Strategy
 
 from .conftest import BASE, Cluster, Media, build_app, login, make_user
 
@@ -63,6 +64,7 @@ def test_streaming_upload_creates_video_and_transcode(
     assert cr["spec"]["videoId"] == video["id"]
     assert cr["spec"]["transcodeGeneration"] == 1
     assert cr["spec"]["source"] == {"bucket": s3_bucket, "key": row.source_key}
+    assert cr["spec"]["strategy"] == "PerRendition"  # the default transcode_strategy
 
     metrics = staff_client.get("/metrics").text
     assert 'videoflix_uploads_total{kind="api"} 1.0' in metrics
@@ -248,6 +250,31 @@ def test_replace_update_retry_delete(
     assert minio_server.keys(s3_bucket, f"videos/{video_id}/") == []
     assert cluster.transcode(video_id) is None
     assert staff_client.delete(f"/videos/{video_id}/").status_code == 404
+
+
+def test_transcode_strategy_setting_reaches_the_cr(
+    settings: Settings, cluster: Cluster, media: Media
+) -> None:
+    app = build_app(
+        settings.model_copy(
+            update={
+                "kubeconfig": cluster.kube.kubeconfig,
+                "namespace": cluster.namespace,
+                "transcode_strategy": Strategy("SinglePass"),
+            }
+        )
+    )
+    try:
+        with TestClient(app, base_url=BASE) as client:
+            login(client, make_user(app, "s3@example.com", staff=True))
+            r = _upload(client, media)
+            assert r.status_code == 201, r.text
+            assert r.json()["processing_state"] == "pending"
+            cr = cluster.transcode(r.json()["id"])
+            # Stored by the real API server, so the value passed the CRD's schema too.
+            assert cr is not None and cr["spec"]["strategy"] == "SinglePass"
+    finally:
+        app.state.engine.dispose()
 
 
 def test_dispatch_failure_marks_the_video_error(

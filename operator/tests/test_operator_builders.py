@@ -6,6 +6,8 @@ import re
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from videoflix_core.ladder import DEFAULT_LADDER, Rung
 from videoflix_core.status import LADDER, PROBE, THUMBNAIL, rendition_step
 from videoflix_core.transcode import VideoTranscodeSpec
@@ -196,3 +198,80 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     assert s.max_running_jobs == 3
     assert s.ladder_rungs() == (Rung("240p", 240),)
     assert s.resources_for("probe") == {"requests": {"cpu": "100m"}, "limits": {"cpu": "1"}}
+
+
+SCHEDULING_ENV = {
+    "VIDEOFLIX_JOB_IMAGE_PULL_SECRETS": '[{"name": "regcred"}]',
+    "VIDEOFLIX_JOB_NODE_SELECTOR": '{"videoflix.io/pool": "transcode"}',
+    "VIDEOFLIX_JOB_TOLERATIONS": (
+        '[{"key": "dedicated", "operator": "Equal", "value": "transcode", "effect": "NoSchedule"},'
+        ' {"key": "spot", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 60}]'
+    ),
+    "VIDEOFLIX_JOB_AFFINITY": (
+        '{"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms":'
+        ' [{"matchExpressions": [{"key": "arch", "operator": "In", "values": ["amd64"]}]}]}}}'
+    ),
+    "VIDEOFLIX_JOB_PRIORITY_CLASS_NAME": "videoflix-batch",
+}
+
+
+def test_job_pods_carry_no_scheduling_fields_by_default() -> None:
+    pod = job(PROBE)["spec"]["template"]["spec"]
+    for key in ("imagePullSecrets", "nodeSelector", "tolerations", "affinity", "priorityClassName"):
+        assert key not in pod
+
+
+def test_job_pod_scheduling_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in SCHEDULING_ENV.items():
+        monkeypatch.setenv(key, value)
+    settings = OperatorSettings()
+    for step, rungs in (
+        (PROBE, []),
+        (rendition_step("360p"), [DEFAULT_LADDER[1]]),
+        (THUMBNAIL, []),
+    ):
+        pod = build_job(
+            owner=OWNER, spec=SPEC, spec_hash="abcd1234", step=step, rungs=rungs, settings=settings
+        )["spec"]["template"]["spec"]
+        assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+        assert pod["nodeSelector"] == {"videoflix.io/pool": "transcode"}
+        assert pod["tolerations"] == [
+            {"key": "dedicated", "operator": "Equal", "value": "transcode", "effect": "NoSchedule"},
+            {"key": "spot", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 60},
+        ]
+        terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        assert terms["nodeSelectorTerms"][0]["matchExpressions"][0]["values"] == ["amd64"]
+        assert pod["priorityClassName"] == "videoflix-batch"
+        # The locked-down fields stay as they are.
+        assert pod["automountServiceAccountToken"] is False
+    # Each Job gets its own copy: editing one manifest cannot leak into the settings.
+    pod["affinity"]["nodeAffinity"].clear()
+    assert settings.job_affinity["nodeAffinity"]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "reason"),
+    [
+        ("VIDEOFLIX_JOB_IMAGE_PULL_SECRETS", '["regcred"]', "valid dictionary"),
+        ("VIDEOFLIX_JOB_IMAGE_PULL_SECRETS", '[{"name": "Reg_Cred"}]', "pattern"),
+        ("VIDEOFLIX_JOB_NODE_SELECTOR", '{"pool": 1}', "valid string"),
+        ("VIDEOFLIX_JOB_TOLERATIONS", '[{"key": "a", "efect": "NoSchedule"}]', "Extra inputs"),
+        ("VIDEOFLIX_JOB_TOLERATIONS", '[{"key": "a", "effect": "NoRun"}]', "NoSchedule"),
+        (
+            "VIDEOFLIX_JOB_TOLERATIONS",
+            '[{"key": "a", "operator": "Exists", "value": "b"}]',
+            "no value",
+        ),
+        ("VIDEOFLIX_JOB_TOLERATIONS", '[{"effect": "NoSchedule"}]', "without a key"),
+        ("VIDEOFLIX_JOB_TOLERATIONS", '[{"key": "a", "tolerationSeconds": 5}]', "NoExecute"),
+        ("VIDEOFLIX_JOB_AFFINITY", '{"nodeAfinity": {}}', "unknown affinity keys"),
+        ("VIDEOFLIX_JOB_PRIORITY_CLASS_NAME", "High Priority", "not a valid PriorityClass"),
+        ("VIDEOFLIX_JOB_TOLERATIONS", "not json", 'parsing value for field "job_tolerations"'),
+    ],
+)
+def test_bad_scheduling_settings_are_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch, key: str, value: str, reason: str
+) -> None:
+    monkeypatch.setenv(key, value)
+    with pytest.raises((ValidationError, SettingsError), match=reason):
+        OperatorSettings()

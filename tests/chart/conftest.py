@@ -17,4 +17,3 @@ def helm_available() -> str:
         if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
             pytest.fail(f"helm is required under CI: {error}", pytrace=False)
         pytest.skip(f"helm unavailable (tools/gotool.sh helm needs Go): {error}")
-

@@ -219,6 +219,8 @@ def test_api_env_is_exactly_the_api_settings(values: Path, monkeypatch: pytest.M
     assert settings.namespace == NAMESPACE
     assert settings.s3_bucket == "media"
     assert settings.secret_key.get_secret_value() == env["VIDEOFLIX_SECRET_KEY"]
+    transcoder = yaml.safe_load(values.read_text()).get("transcoder", {})
+    assert settings.transcode_strategy == transcoder.get("strategy", "PerRendition")
 
 
 @pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.stem)
@@ -250,6 +252,67 @@ def test_operator_env_is_exactly_the_operator_settings(
     image = transcoder.get("image", {})
     repository = image.get("repository", "ghcr.io/videoflix/videoflix-transcoder")
     assert settings.transcoder_image == f"{repository}:{image.get('tag', '0.1.0')}"
+    # Where Job pods run: the chart's values, loaded and validated by the operator's settings.
+    pull_secrets = transcoder.get("imagePullSecrets") or chart_values.get("imagePullSecrets", [])
+    assert [s.manifest() for s in settings.job_image_pull_secrets] == pull_secrets
+    assert settings.job_node_selector == transcoder.get("nodeSelector", {})
+    assert [t.manifest() for t in settings.job_tolerations] == transcoder.get("tolerations", [])
+    assert settings.job_affinity == transcoder.get("affinity", {})
+    assert settings.job_priority_class_name == transcoder.get("priorityClassName", "")
+
+
+def test_job_pod_scheduling_values_reach_the_operators_jobs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from videoflix_core.status import PROBE
+    from videoflix_core.transcode import VideoTranscodeSpec
+    from videoflix_operator.builders import Owner, build_job
+    from videoflix_operator.config import OperatorSettings
+
+    toleration = {
+        "key": "spot",
+        "operator": "Exists",
+        "effect": "NoExecute",
+        "tolerationSeconds": 30,
+    }
+    objects = render(
+        [DEFAULT],
+        {
+            "imagePullSecrets": [{"name": "global-regcred"}],
+            "transcoder.nodeSelector": {"pool": "transcode"},
+            "transcoder.tolerations": [toleration],
+            "transcoder.priorityClassName": "batch",
+        },
+    )
+    [container] = pod_spec(find(objects, "Deployment", "-operator"))["containers"]
+    for e in container["env"]:
+        if "value" in e:
+            monkeypatch.setenv(e["name"], str(e["value"]))
+    assert "VIDEOFLIX_JOB_AFFINITY" not in container_env(container)  # unset values stay unset
+    spec = VideoTranscodeSpec.model_validate(
+        {"videoId": 1, "source": {"bucket": "media", "key": "videos/1/source/a.mp4"}}
+    )
+    job = build_job(
+        owner=Owner(name="video-1", namespace=NAMESPACE, uid="u"),
+        spec=spec,
+        spec_hash="h",
+        step=PROBE,
+        rungs=[],
+        settings=OperatorSettings(),
+    )
+    pod = job["spec"]["template"]["spec"]
+    # No transcoder-specific pull secrets: the chart-wide ones apply to Job pods too.
+    assert pod["imagePullSecrets"] == [{"name": "global-regcred"}]
+    assert pod["nodeSelector"] == {"pool": "transcode"}
+    assert pod["tolerations"] == [toleration]
+    assert pod["priorityClassName"] == "batch"
+    assert "affinity" not in pod
+
+
+def test_api_gets_the_transcode_strategy() -> None:
+    objects = render([DEFAULT], {"transcoder.strategy": "SinglePass"})
+    [container] = pod_spec(find(objects, "Deployment", "-api"))["containers"]
+    assert container_env(container)["VIDEOFLIX_TRANSCODE_STRATEGY"]["value"] == "SinglePass"
 
 
 def test_operator_deployment_is_a_single_recreated_pod(default_objects: list[Obj]) -> None:
@@ -512,6 +575,9 @@ def test_schema_refuses_unknown_keys_and_bad_values() -> None:
         ({"operator.watchScope": "everything"}, "watchScope"),
         ({"transcoder.ladder": [{"name": "huge", "height": 100000}]}, "ladder"),
         ({"config.cookies.sameSite": "sometimes"}, "sameSite"),
+        ({"transcoder.strategy": "Parallel"}, "strategy"),
+        ({"transcoder.imagePullSecrets": ["regcred"]}, "imagePullSecrets"),
+        ({"transcoder.priorityClassName": "Not Valid"}, "priorityClassName"),
     ]
     for values, message in cases:
         with pytest.raises(HelmError) as error:

@@ -87,18 +87,19 @@ class OperatorProcess:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     liveness_port: int = field(default_factory=free_port)
+    all_namespaces: bool = False  # the chart's `operator.watchScope: cluster`
 
     def start(self) -> None:
         kopf = str(Path(sys.executable).with_name("kopf"))
         log = self.log_path.open("ab")
+        scope = ["--all-namespaces"] if self.all_namespaces else ["--namespace", self.namespace]
         self.proc = subprocess.Popen(
             [
                 kopf,
                 "run",
                 "-m",
                 "videoflix_operator.main",
-                "--namespace",
-                self.namespace,
+                *scope,
                 "--standalone",
                 "--liveness",
                 f"http://127.0.0.1:{self.liveness_port}/healthz",
@@ -240,34 +241,49 @@ def operator_env(
     return env
 
 
-def operator_kubeconfig(cluster: Kube, namespace: str, directory: Path) -> str:
+def cluster_role_name(namespace: str) -> str:
+    """ClusterRoles are not removed with the test's namespace: one name per test to delete."""
+    return f"videoflix-operator-{namespace}"
+
+
+def operator_kubeconfig(
+    cluster: Kube, namespace: str, directory: Path, cluster_wide: bool = False
+) -> str:
     """A kubeconfig for a ServiceAccount bound to exactly `videoflix_operator.rbac.RULES`, so every
-    integration test also proves the operator needs no more rights than that table."""
+    integration test also proves the operator needs no more rights than that table.
+
+    `cluster_wide`: the same rules as a ClusterRole with a ClusterRoleBinding, as the chart
+    renders them for `operator.watchScope: cluster` (no Role in the namespace at all)."""
     base = f"/api/v1/namespaces/{namespace}"
     cluster.client.create(
         f"{base}/serviceaccounts",
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "videoflix-operator"}},
     )
-    rbac = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}"
+    if cluster_wide:
+        rbac = "/apis/rbac.authorization.k8s.io/v1"
+        role_kind, role_name = "ClusterRole", cluster_role_name(namespace)
+    else:
+        rbac = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}"
+        role_kind, role_name = "Role", "videoflix-operator"
     cluster.client.create(
-        f"{rbac}/roles",
+        f"{rbac}/{role_kind.lower()}s",
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": {"name": "videoflix-operator"},
+            "kind": role_kind,
+            "metadata": {"name": role_name},
             "rules": RULES,
         },
     )
     cluster.client.create(
-        f"{rbac}/rolebindings",
+        f"{rbac}/{role_kind.lower()}bindings",
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": {"name": "videoflix-operator"},
+            "kind": f"{role_kind}Binding",
+            "metadata": {"name": role_name},
             "roleRef": {
                 "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "Role",
-                "name": "videoflix-operator",
+                "kind": role_kind,
+                "name": role_name,
             },
             "subjects": [
                 {"kind": "ServiceAccount", "name": "videoflix-operator", "namespace": namespace}
@@ -339,10 +355,16 @@ def make_platform(
             "stringData": {**minio_server.env(), "VIDEOFLIX_FLAKY_DIR": str(flaky_dir)},
         },
     )
-    kubeconfig = operator_kubeconfig(kube, ns, tmp_path)
     started: list[OperatorProcess] = []
+    cluster_wide: list[bool] = []
 
-    def make(migrate: bool = True, **settings: str) -> Platform:
+    def make(migrate: bool = True, all_namespaces: bool = False, **settings: str) -> Platform:
+        """`all_namespaces`: run `kopf run --all-namespaces` under a ClusterRole instead."""
+        if not cluster_wide:
+            cluster_wide.append(all_namespaces)
+            operator_kubeconfig(kube, ns, tmp_path, cluster_wide=all_namespaces)
+        assert cluster_wide == [all_namespaces], "one RBAC mode per test"
+        kubeconfig = str(tmp_path / "operator.kubeconfig")
         if migrate:
             upgrade(database_url)
         env = operator_env(
@@ -353,7 +375,12 @@ def make_platform(
             **{f"VIDEOFLIX_{k.upper()}": v for k, v in settings.items()},
         )
         env["KUBECONFIG"] = kubeconfig  # the operator's own ServiceAccount, not admin
-        op = OperatorProcess(env=env, namespace=ns, log_path=tmp_path / "operator.log")
+        op = OperatorProcess(
+            env=env,
+            namespace=ns,
+            log_path=tmp_path / "operator.log",
+            all_namespaces=all_namespaces,
+        )
         op.start()
         started.append(op)
         return Platform(kube, ns, s3_bucket, minio_server, engine, op)
@@ -361,6 +388,10 @@ def make_platform(
     yield make
     for op in started:
         op.stop()
+    if cluster_wide == [True]:
+        rbac = "/apis/rbac.authorization.k8s.io/v1"
+        kube.client.delete(f"{rbac}/clusterrolebindings/{cluster_role_name(ns)}")
+        kube.client.delete(f"{rbac}/clusterroles/{cluster_role_name(ns)}")
     if os.environ.get("VIDEOFLIX_SHOW_OPERATOR_LOG"):
         sys.stderr.write((tmp_path / "operator.log").read_text(errors="replace"))
     engine.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ from sqlalchemy.orm import Session
 from videoflix_core.db.migrate import upgrade
 from videoflix_core.db.models import Video
 
+from tests.cluster.fixtures import Kube
 from tests.operator.conftest import Platform
 
 pytestmark = pytest.mark.cluster
@@ -103,11 +105,62 @@ def test_480p_source_gets_no_720p_or_1080p(make_platform: Any, sources: dict[str
 
 
 def test_broken_source_fails_with_the_probe_reason_and_no_retry_storm(
-    make_platform: Any, sources: dict[str, Path]
+    make_platform: Any, sources: dict[str, Path], kube: Kube, kube_namespace: str
 ) -> None:
-    p: Platform = make_platform()
-    vid, name = p.transcode(sources["broken"])
-    cr = p.wait_phase(name, "Failed")
+    # Job-pod scheduling settings ride along: the real API server validates the pod template and
+    # resolves the PriorityClass (its admission refuses pods naming a class that does not exist).
+    priority_class = f"videoflix-batch-{kube_namespace}"
+    kube.client.create(
+        "/apis/scheduling.k8s.io/v1/priorityclasses",
+        {
+            "apiVersion": "scheduling.k8s.io/v1",
+            "kind": "PriorityClass",
+            "metadata": {"name": priority_class},
+            "value": 1234,
+        },
+    )
+    toleration = {
+        "key": "dedicated",
+        "operator": "Equal",
+        "value": "transcode",
+        "effect": "NoSchedule",
+    }
+    affinity = {
+        "nodeAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "weight": 1,
+                    "preference": {
+                        "matchExpressions": [
+                            {"key": "videoflix.io/pool", "operator": "In", "values": ["transcode"]}
+                        ]
+                    },
+                }
+            ]
+        }
+    }
+    try:
+        p: Platform = make_platform(
+            job_image_pull_secrets='[{"name": "regcred"}]',
+            job_node_selector='{"kubernetes.io/os": "linux"}',
+            job_tolerations=json.dumps([toleration]),
+            job_affinity=json.dumps(affinity),
+            job_priority_class_name=priority_class,
+        )
+        vid, name = p.transcode(sources["broken"])
+        cr = p.wait_phase(name, "Failed")
+        [job] = p.jobs(name)
+        template = job["spec"]["template"]["spec"]
+        assert template["imagePullSecrets"] == [{"name": "regcred"}]
+        assert template["nodeSelector"] == {"kubernetes.io/os": "linux"}
+        assert template["tolerations"] == [toleration]
+        assert template["affinity"] == affinity
+        assert template["priorityClassName"] == priority_class
+        [pod] = p.pods(name)
+        assert pod["spec"]["priority"] == 1234  # resolved by the API server's admission
+        assert toleration in pod["spec"]["tolerations"]
+    finally:
+        kube.client.delete(f"/apis/scheduling.k8s.io/v1/priorityclasses/{priority_class}")
     st = status(cr)
     assert st["message"].startswith("probe: ")
     assert len(st["message"]) > len("probe: ") + 5
@@ -264,3 +317,20 @@ def test_database_outage_is_retried_not_dropped(
         assert time.monotonic() < deadline, p.operator.log()[-3000:]
         time.sleep(0.5)
     assert_status_and_row_agree(p, cr, 1)
+
+
+def test_cluster_wide_operator_runs_a_transcode_in_any_namespace(
+    make_platform: Any, sources: dict[str, Path]
+) -> None:
+    # `kopf run --all-namespaces` under a ClusterRole of the same rules (the chart's
+    # `operator.watchScope: cluster`). Its own VIDEOFLIX_NAMESPACE is another namespace, so only
+    # the cluster-wide watches can find this CR and its Jobs.
+    p: Platform = make_platform(all_namespaces=True, namespace="videoflix-elsewhere")
+    assert p.operator.proc is not None and "--all-namespaces" in p.operator.proc.args
+    vid, name = p.transcode(sources["tiny"], renditions=["120p"], thumbnail=False)
+    cr = p.wait_phase(name, "Succeeded")
+    st = status(cr)
+    assert st["ready"] == "1/1"
+    assert st["renditions"]["120p"]["output"]["file"] == f"videos/{vid}/120p/video.mp4"
+    assert {j["metadata"]["namespace"] for j in p.jobs(name)} == {p.namespace}
+    assert p.video(vid).processing_state == "ready"

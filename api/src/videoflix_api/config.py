@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from videoflix_core.transcode import Strategy
 
 # Known only so that it can be refused: anything signed with it is forgeable by anyone.
 DEV_SECRET_KEY = "videoflix-dev-insecure-secret-key-do-not-use-in-production"  # noqa: S105
@@ -48,6 +49,11 @@ class Settings(BaseSettings):
     namespace: str = Field(default="videoflix", description="Where VideoTranscode CRs live.")
     kubeconfig: str | None = Field(
         default=None, description="Path of a kubeconfig; in-cluster configuration when unset."
+    )
+    transcode_strategy: Strategy = Field(
+        default=Strategy.PER_RENDITION,
+        description="spec.strategy of the VideoTranscodes the API creates: PerRendition (one Job "
+        "per rung) or SinglePass (one Job decodes once for every rung).",
     )
 
     # Frontend and HTTP.

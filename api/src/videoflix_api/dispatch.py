@@ -11,7 +11,14 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from videoflix_core.db import Video
-from videoflix_core.transcode import GROUP, PLURAL, VERSION, cr_name, videotranscode_manifest
+from videoflix_core.transcode import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    Strategy,
+    cr_name,
+    videotranscode_manifest,
+)
 
 from videoflix_api.config import Settings
 
@@ -59,11 +66,19 @@ class KubernetesDispatcher:
     newly uploaded source.
     """
 
-    def __init__(self, api: CustomObjectsApi, namespace: str, bucket: str, attempts: int = 3):
+    def __init__(
+        self,
+        api: CustomObjectsApi,
+        namespace: str,
+        bucket: str,
+        attempts: int = 3,
+        strategy: Strategy = Strategy.PER_RENDITION,
+    ):
         self.api = api
         self.namespace = namespace
         self.bucket = bucket
         self.attempts = attempts
+        self.strategy = strategy
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KubernetesDispatcher:
@@ -76,7 +91,12 @@ class KubernetesDispatcher:
         else:
             config.load_incluster_config()  # type: ignore[no-untyped-call]
             api_client = client.ApiClient()
-        return cls(client.CustomObjectsApi(api_client), settings.namespace, settings.s3_bucket)
+        return cls(
+            client.CustomObjectsApi(api_client),
+            settings.namespace,
+            settings.s3_bucket,
+            strategy=settings.transcode_strategy,
+        )
 
     def manifest(self, video: Video) -> dict[str, Any]:
         if not video.source_key:
@@ -88,6 +108,7 @@ class KubernetesDispatcher:
                 source_key=video.source_key,
                 generation=video.transcode_generation,
                 namespace=self.namespace,
+                strategy=self.strategy,
             )
         except ValueError as exc:
             raise DispatchError(f"invalid transcode request: {exc}") from exc

@@ -243,6 +243,8 @@ def build_job(
                         {"name": "scratch", "emptyDir": {"sizeLimit": settings.scratch_size_limit}},
                         {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
                     ],
+                    # Pull secrets, nodeSelector, tolerations, affinity, priority class.
+                    **settings.job_pod_scheduling(),
                 },
             },
         },

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+import re
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from videoflix_core.ladder import DEFAULT_LADDER, Rung
 
@@ -30,6 +33,49 @@ class LadderRung(BaseModel):
 
     def rung(self) -> Rung:
         return Rung(**self.model_dump())
+
+
+# DNS-1123 subdomain: names of Secrets and PriorityClasses.
+_DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
+class _PodField(BaseModel):
+    """A piece of a pod spec given as JSON in Kubernetes' own (camelCase) shape.
+
+    Unknown keys are refused, so a typo fails at operator start instead of in every Job.
+    """
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    def manifest(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+class SecretReference(_PodField):
+    """An entry of `imagePullSecrets`: `{"name": "regcred"}`."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=_DNS_SUBDOMAIN)
+
+
+class Toleration(_PodField):
+    """A pod toleration: `{"key": "dedicated", "value": "transcode", "effect": "NoSchedule"}`."""
+
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Toleration:
+        # The API server's rules, checked up front so a bad setting stops the operator at start.
+        if self.operator == "Exists" and self.value:
+            raise ValueError("a toleration with operator Exists takes no value")
+        if not self.key and self.operator != "Exists":
+            raise ValueError("a toleration without a key needs operator Exists")
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError("tolerationSeconds applies only to effect NoExecute")
+        return self
 
 
 def _default_resources() -> dict[str, Resources]:
@@ -70,6 +116,17 @@ class OperatorSettings(BaseSettings):
         description="Secret with VIDEOFLIX_S3_* keys, injected into Job pods with envFrom.",
     )
     resources: dict[str, Resources] = Field(default_factory=_default_resources)
+    # Where Job pods may run (JSON in the env, Kubernetes' own shapes). Empty: the cluster's
+    # defaults; the API server validates the rest when it admits each Job.
+    job_image_pull_secrets: list[SecretReference] = Field(
+        default_factory=list, description='Image pull secrets of Job pods: [{"name": "regcred"}].'
+    )
+    job_node_selector: dict[str, str] = Field(default_factory=dict)
+    job_tolerations: list[Toleration] = Field(default_factory=list)
+    job_affinity: dict[str, Any] = Field(
+        default_factory=dict, description="A pod `affinity` object, passed through as given."
+    )
+    job_priority_class_name: str = Field(default="", max_length=253)
     ladder: list[LadderRung] | None = None
     max_running_jobs: int = Field(
         default=4, ge=1, description="Cap on unsuspended, unfinished Jobs."
@@ -96,6 +153,32 @@ class OperatorSettings(BaseSettings):
     # Observability
     metrics_port: int = Field(default=9090, ge=0, description="0 disables the metrics server.")
     liveness_port: int = 8080
+
+    @field_validator("job_priority_class_name")
+    @classmethod
+    def _priority_class_name(cls, value: str) -> str:
+        if value and not re.fullmatch(_DNS_SUBDOMAIN, value):
+            raise ValueError(f"{value!r} is not a valid PriorityClass name")
+        return value
+
+    @field_validator("job_affinity")
+    @classmethod
+    def _affinity_kinds(cls, value: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(value) - {"nodeAffinity", "podAffinity", "podAntiAffinity"}
+        if unknown:
+            raise ValueError(f"unknown affinity keys {sorted(unknown)}")
+        return value
+
+    def job_pod_scheduling(self) -> dict[str, Any]:
+        """The pod spec fields that place Job pods; only the ones that are set."""
+        fields: dict[str, Any] = {
+            "imagePullSecrets": [s.manifest() for s in self.job_image_pull_secrets],
+            "nodeSelector": dict(self.job_node_selector),
+            "tolerations": [t.manifest() for t in self.job_tolerations],
+            "affinity": copy.deepcopy(self.job_affinity),
+            "priorityClassName": self.job_priority_class_name,
+        }
+        return {k: v for k, v in fields.items() if v}
 
     def ladder_rungs(self) -> tuple[Rung, ...]:
         return tuple(r.rung() for r in self.ladder) if self.ladder else DEFAULT_LADDER
