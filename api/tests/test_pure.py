@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from videoflix_api import security
 from videoflix_api.config import DEV_SECRET_KEY, Settings
 from videoflix_api.errors import validation_errors
-from videoflix_api.ratelimit import RateLimiter
+from videoflix_api.ratelimit import retry_after, storage_key
 from videoflix_api.services import playback
 from videoflix_api.services.accounts import registration_problems
 from videoflix_api.services.videos import (
@@ -41,6 +41,13 @@ def test_settings_come_from_videoflix_env(monkeypatch: pytest.MonkeyPatch) -> No
     settings = Settings()
     assert settings.s3_bucket == "media"
     assert settings.allowed_origins == ["http://localhost:4200", "https://a.example"]
+    assert settings.transcode_strategy == "PerRendition"
+    monkeypatch.setenv("VIDEOFLIX_TRANSCODE_STRATEGY", "SinglePass")
+    assert Settings().transcode_strategy == "SinglePass"
+    monkeypatch.setenv("VIDEOFLIX_TRANSCODE_STRATEGY", "singlepass")
+    with pytest.raises(ValidationError, match="PerRendition"):
+        Settings()
+    monkeypatch.delenv("VIDEOFLIX_TRANSCODE_STRATEGY")
     monkeypatch.setenv("VIDEOFLIX_FRONTEND_URL", "not a url")
     with pytest.raises(ValidationError):
         Settings()
@@ -120,24 +127,24 @@ def test_csrf_decision(
     assert (reason is not None) == refused
 
 
-def test_rate_limiter_window() -> None:
-    now = [100.0]
-    limiter = RateLimiter(clock=lambda: now[0])
-    assert [limiter.hit("k", 2, 60) for _ in range(2)] == [None, None]
-    assert limiter.hit("k", 2, 60) == 60
-    now[0] += 59.5
-    assert limiter.hit("k", 2, 60) == 1
-    assert limiter.hit("other", 2, 60) is None
-    now[0] += 1
-    assert limiter.hit("k", 2, 60) is None
+def test_rate_limit_decision() -> None:
+    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+    ends = now + timedelta(seconds=60)
+    assert retry_after(1, 2, ends, now) is None
+    assert retry_after(2, 2, ends, now) is None  # the limit itself is allowed
+    assert retry_after(3, 2, ends, now) == 60
+    # Rounded up to whole seconds, never 0 (a client must not retry at once).
+    assert retry_after(3, 2, ends, now + timedelta(seconds=59.5)) == 1
+    assert retry_after(3, 2, ends, now + timedelta(seconds=0.2)) == 60
+    assert retry_after(9, 2, ends, ends) == 1
 
 
-def test_rate_limiter_memory_is_bounded() -> None:
-    now = [0.0]
-    limiter = RateLimiter(clock=lambda: now[0], max_keys=10)
-    for i in range(50):
-        limiter.hit(f"k{i}", 1, 60)
-    assert len(limiter._windows) <= 10
+def test_rate_limit_storage_keys_fit_and_stay_distinct() -> None:
+    assert storage_key("login:203.0.113.7") == "login:203.0.113.7"
+    long_a, long_b = "login-email:" + "a" * 300, "login-email:" + "a" * 299 + "b"
+    assert len(storage_key(long_a)) <= 255
+    assert storage_key(long_a) != storage_key(long_b)
+    assert storage_key(long_a) == storage_key(long_a)
 
 
 def test_validation_errors_are_drf_shaped() -> None:

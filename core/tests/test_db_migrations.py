@@ -38,3 +38,24 @@ def test_sqlite_schema_matches_models(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'embedded.db'}"
     upgrade(url)
     assert _drift(url) == []
+
+
+def test_rate_limit_buckets_migration_round_trip(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        upgrade(database_url, "0001")
+        assert "rate_limit_buckets" not in inspect(engine).get_table_names()
+        upgrade(database_url)
+        tables = inspect(engine).get_table_names()
+        assert "rate_limit_buckets" in tables
+        indexes = {ix["name"] for ix in inspect(engine).get_indexes("rate_limit_buckets")}
+        assert indexes == {"ix_rate_limit_buckets_resets_at"}
+        # Down one step removes only the new table; the rest of the schema stays.
+        downgrade(database_url, "0001")
+        after = set(inspect(engine).get_table_names())
+        assert "rate_limit_buckets" not in after and "users" in after
+        upgrade(database_url)
+        assert "rate_limit_buckets" in inspect(engine).get_table_names()
+        assert _drift(database_url) == []
+    finally:
+        engine.dispose()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -161,10 +161,12 @@ def throttle(request: Request, scope: str, key: str, limit: int) -> None:
         )
 
 
-def rate_limit(scope: str, setting: str) -> Callable[[Request], Awaitable[None]]:
+def rate_limit(scope: str, setting: str) -> Callable[[Request], None]:
     """A dependency limiting `scope` per client address to the number in settings.`setting`."""
 
-    async def dependency(request: Request) -> None:
+    # Sync on purpose: counting is a database round trip, so FastAPI runs it in the thread pool
+    # instead of blocking the event loop.
+    def dependency(request: Request) -> None:
         limit = int(getattr(request.app.state.settings, setting))
         throttle(request, scope, client_address(request), limit)
 

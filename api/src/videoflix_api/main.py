@@ -132,7 +132,8 @@ def create_app(
     app.state.dispatcher_factory = lambda: make_dispatcher(settings)
     app.state.mailer = mailer if mailer is not None else SmtpMailer(settings)
     app.state.metrics = metrics
-    app.state.limiter = RateLimiter()
+    # Counted in the database: every replica shares one limit.
+    app.state.limiter = RateLimiter(engine)
     app.state.shutting_down = False
 
     install_error_handlers(app)

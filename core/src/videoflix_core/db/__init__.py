@@ -3,6 +3,7 @@
 from videoflix_core.db.models import (
     Base,
     Favorite,
+    RateLimitBucket,
     RefreshFamily,
     RefreshToken,
     SingleUseToken,
@@ -14,6 +15,7 @@ from videoflix_core.db.models import (
 __all__ = [
     "Base",
     "Favorite",
+    "RateLimitBucket",
     "RefreshFamily",
     "RefreshToken",
     "SingleUseToken",

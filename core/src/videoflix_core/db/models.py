@@ -198,3 +198,18 @@ class Favorite(Base):
         ForeignKey("videos.id", ondelete="CASCADE"), primary_key=True, index=True
     )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RateLimitBucket(Base):
+    """One fixed rate-limit window per key (e.g. `login:203.0.113.7`), shared by every replica.
+
+    The API increments `hits` with one atomic upsert, so concurrent replicas never lose a hit;
+    a window that has reached `resets_at` starts over on the next hit, and expired rows are
+    deleted opportunistically (`videoflix_api.ratelimit`).
+    """
+
+    __tablename__ = "rate_limit_buckets"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    resets_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    hits: Mapped[int] = mapped_column(Integer)
