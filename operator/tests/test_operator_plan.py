@@ -15,6 +15,7 @@ from videoflix_operator.plan import (
     job_result,
     observe_job,
     plan,
+    progress_pods,
     select_releases,
     status_patch,
     step_key,
@@ -322,3 +323,33 @@ def test_jobs_carry_their_videos_submission_time() -> None:
         owner=owner, spec=spec(), spec_hash="h", step="probe", rungs=[], settings=SETTINGS
     )
     assert job["metadata"]["annotations"]["videoflix.io/submitted-at"] == "2026-01-01T00:00:07Z"
+
+
+def test_progress_pods_are_the_running_pods_of_the_current_spec() -> None:
+    s = spec()
+    current = spec_hash(s)
+    job_labels = build_job(
+        owner=OWNER,
+        spec=s,
+        spec_hash=current,
+        step="rendition/360p",
+        rungs=[r for r in DEFAULT_LADDER if r.name == "360p"],
+        settings=SETTINGS,
+    )["spec"]["template"]["metadata"]["labels"]
+
+    def pod(name: str, phase: str, **labels: str) -> dict[str, Any]:
+        return {
+            "metadata": {"name": name, "labels": {**job_labels, **labels}},
+            "status": {"phase": phase},
+        }
+
+    pods = [
+        pod("a", "Running"),
+        pod("b", "Pending"),  # not started: no log yet
+        pod("c", "Succeeded"),  # over: Job events carry its end
+        pod("d", "Running", **{"videoflix.io/spec-hash": "00000000"}),  # superseded spec
+        {"metadata": {"name": "e", "labels": {}}, "status": {"phase": "Running"}},  # not ours
+        {"metadata": {"name": "f"}},
+    ]
+    assert progress_pods(pods, current) == [("a", "rendition/360p")]
+    assert progress_pods(pods, None) == [("a", "rendition/360p"), ("d", "rendition/360p")]

@@ -246,6 +246,8 @@ class ControlPlane:
                 "--max-mutating-requests-inflight=1000",
                 f"--cert-dir={self.workdir / 'apiserver-certs'}",
                 "--profiling=false",
+                # The local kubelet's node name does not resolve; its log endpoint is on 127.0.0.1.
+                "--kubelet-preferred-address-types=InternalIP",
                 "--v=1",
                 *self.extra_apiserver_flags,
             ],

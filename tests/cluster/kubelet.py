@@ -27,6 +27,7 @@ from typing import Any
 from . import podenv
 from .client import KubeApiError, KubeClient
 from .controlplane import spawn, stop_process
+from .logserver import LogServer
 from .podenv import ContainerConfigError, ImageMapping, ImageNotMapped, PathMap
 
 log = logging.getLogger(__name__)
@@ -214,6 +215,8 @@ class LocalKubelet:
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="kubelet")
         self._watch_thread: threading.Thread | None = None
         self._synced = threading.Event()
+        # `kubectl logs` through the API server lands here (pods/log).
+        self._logs = LogServer(self.pod_dir, workdir / "logserver")
         cpu = os.cpu_count() or 1
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         self.allocatable = {
@@ -227,6 +230,7 @@ class LocalKubelet:
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self._logs.start()
         self._register_node()
         self._watch_thread = threading.Thread(
             target=self._watch_loop, name="kubelet-watch", daemon=True
@@ -255,6 +259,7 @@ class LocalKubelet:
             if runtime.thread is not None:
                 runtime.thread.join(timeout=10)
         self._executor.shutdown(wait=True, cancel_futures=True)
+        self._logs.stop()
         self._client.close()
 
     def set_fast_mode(self, handler: FastHandler | None) -> None:
@@ -368,6 +373,7 @@ class LocalKubelet:
                         {"type": "InternalIP", "address": podenv.POD_IP},
                         {"type": "Hostname", "address": self.node_name},
                     ],
+                    "daemonEndpoints": {"kubeletEndpoint": {"Port": self._logs.port}},
                     "nodeInfo": {
                         "machineID": "",
                         "systemUUID": "",

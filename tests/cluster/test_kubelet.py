@@ -337,3 +337,33 @@ def test_an_entrypoint_that_cannot_start_fails_the_pod_with_start_error(
     state = terminated(pod)
     assert (state["exitCode"], state["reason"]) == (128, "StartError")
     assert "/nonexistent/entrypoint" in state["message"]
+
+
+def test_pod_logs_are_served_through_the_api_server(kube: Kube, kube_namespace: str) -> None:
+    """`read_namespaced_pod_log` (kubectl logs) reaches the local kubelet's log endpoint."""
+    from kubernetes import client, config
+
+    ns = kube_namespace
+    create_pod(
+        kube,
+        ns,
+        "talker",
+        [container("for i in 1 2 3 4 5; do echo line-$i; done; sleep 30", name="main")],
+    )
+    wait_phase(kube, ns, "talker", "Running")
+    api = config.new_client_from_config(config_file=kube.kubeconfig)  # type: ignore[no-untyped-call]
+    try:
+        core = client.CoreV1Api(api)
+        deadline = time.monotonic() + 15
+        text = ""
+        while "line-5" not in text and time.monotonic() < deadline:
+            text = core.read_namespaced_pod_log("talker", ns, container="main")
+            time.sleep(0.2)
+        assert text.splitlines() == [f"line-{i}" for i in range(1, 6)]
+        tail = core.read_namespaced_pod_log("talker", ns, container="main", tail_lines=2)
+        assert tail.splitlines() == ["line-4", "line-5"]
+        limited = core.read_namespaced_pod_log("talker", ns, container="main", limit_bytes=8)
+        assert limited == "line-1\nl"
+    finally:
+        api.close()  # type: ignore[no-untyped-call]
+        kube.client.delete(pods_path(ns, "talker"))

@@ -93,6 +93,29 @@ def parse_result(text: str | None) -> dict[str, Any] | None:
     return None
 
 
+def parse_progress(text: str | None) -> float | None:
+    """The percent of the last well-formed `{"progress": {"percent": …}}` line in a log tail.
+
+    The tail may start mid-line and hold anything else (FFmpeg noise, a cut-off last line): such
+    lines are skipped. Percentages are clamped to 0-100; None when no line says anything usable.
+    """
+    for line in reversed((text or "").splitlines()):
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        inner = value.get("progress") if isinstance(value, dict) else None
+        percent = inner.get("percent") if isinstance(inner, dict) else None
+        if isinstance(percent, int | float) and not isinstance(percent, bool):
+            if percent != percent:  # NaN
+                continue
+            return max(0.0, min(100.0, float(percent)))
+    return None
+
+
 def _clip(message: str | None) -> str | None:
     if message is None:
         return None
@@ -369,6 +392,52 @@ def _summarize(
             status.observed_generation,
         ),
     ]
+
+
+def running_steps(status: VideoTranscodeStatus) -> set[str]:
+    """Step keys that are running now by this status (a live percent of any other is stale)."""
+    keys: set[str] = set()
+    if status.probe is not None and status.probe.phase == StepPhase.RUNNING:
+        keys.add(PROBE)
+    if status.thumbnail is not None and status.thumbnail.phase == StepPhase.RUNNING:
+        keys.add(THUMBNAIL)
+    for name, rendition in (status.renditions or {}).items():
+        if rendition.phase == StepPhase.RUNNING:
+            keys.add(rendition_step(name))
+            keys.add(LADDER)  # SinglePass: every rung runs in the one ladder step
+    return keys
+
+
+def live_progress(
+    status: VideoTranscodeStatus,
+    running: Mapping[str, float],
+    previous: VideoTranscodeStatus | None = None,
+) -> int:
+    """The aggregate's step-count progress plus the live share of running steps.
+
+    `running` maps step keys to the percent their transcoder last printed (callers pass running
+    steps only). The ladder step stands for every rung. The result never drops below the progress
+    `previous` reported for the same spec and generation (a live reading is an estimate, and a bar
+    that jumps back looks broken) and reaches 100 only with Succeeded.
+    """
+    if status.phase == Phase.SUCCEEDED:
+        return 100
+    progress = status.progress
+    if status.renditions is not None and status.phase != Phase.FAILED:
+        total = len(status.renditions) + (1 if status.thumbnail is not None else 0)
+        partial = sum(
+            max(0.0, min(100.0, p)) * (len(status.renditions) if key == LADDER else 1)
+            for key, p in running.items()
+            if p == p  # NaN says nothing
+        )
+        progress += int((100 - _PROBE_WEIGHT) * partial / 100 / max(total, 1))
+    if (
+        previous is not None
+        and previous.spec_hash == status.spec_hash
+        and previous.transcode_generation == status.transcode_generation
+    ):
+        progress = max(progress, previous.progress)
+    return max(0, min(99, progress))
 
 
 def renditions_order(status: RenditionStatus) -> tuple[int, str]:

@@ -143,6 +143,8 @@ class OperatorSettings(BaseSettings):
     # period, so 1,000 queued CRs at 300 s are ~3 reconciles/s.
     resync_seconds: float = Field(default=300.0, gt=0)
     scheduler_interval_seconds: float = Field(default=10.0, gt=0)
+    # How often running transcodes' pod logs are read for live progress.
+    progress_seconds: float = Field(default=10.0, gt=0)
     io_threads: int = Field(default=32, ge=2, description="Threads for blocking client calls.")
     # Database and storage the operator itself uses (outcome writes, cleanup)
     database_url: str | None = None

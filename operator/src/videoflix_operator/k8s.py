@@ -114,6 +114,24 @@ class Kube:
         )
         return list(self._raw(resp).get("items") or [])
 
+    async def pod_log_tail(
+        self, namespace: str, pod_name: str, container: str, limit_bytes: int = 4096
+    ) -> str | None:
+        """The last few lines of a running container's log; None when the log cannot be read
+        (pod gone, not started, or no log access on this node): progress is only cosmetic."""
+        try:
+            return await asyncio.to_thread(
+                self._core.read_namespaced_pod_log,
+                pod_name,
+                namespace,
+                container=container,
+                tail_lines=10,
+                limit_bytes=limit_bytes,
+            )
+        except ApiException as exc:
+            log.debug("No log of pod %s: %s", pod_name, exc.status)
+            return None
+
     async def create_job(self, namespace: str, manifest: Obj) -> bool:
         """Create a Job; False when it already exists (a restart found its own earlier work)."""
         try:

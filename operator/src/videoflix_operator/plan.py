@@ -121,6 +121,21 @@ def observe_job(job: Obj, result: Mapping[str, Any] | None) -> StepObservation:
     )
 
 
+def progress_pods(pods: Iterable[Obj], spec_hash: str | None) -> list[tuple[str, str]]:
+    """(pod name, step key) of the running pods of the current spec: whose logs to read for live
+    progress (a superseded spec's pods are being deleted and say nothing about the new work)."""
+    chosen: list[tuple[str, str]] = []
+    for pod in pods:
+        pod_labels = pod.get("metadata", {}).get("labels") or {}
+        key = step_key(pod)
+        if (pod.get("status") or {}).get("phase") != "Running" or key is None:
+            continue
+        if spec_hash is not None and pod_labels.get(LABEL_SPEC_HASH) != spec_hash:
+            continue
+        chosen.append((str(pod["metadata"]["name"]), key))
+    return chosen
+
+
 def job_result(job: Obj, pods: Iterable[Obj]) -> dict[str, Any] | None:
     """Parse the result of a finished Job from its pods (None while it runs)."""
     if not is_finished(job):

@@ -24,6 +24,8 @@ RULES: list[dict[str, list[str]]] = [
     },
     # Pods of those Jobs: read termination messages (results); never write.
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+    # Their logs' last lines: the transcoder's progress percent while a step runs.
+    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
     # Kubernetes Events for milestones and failures (kopf posts core/v1 Events).
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]

@@ -17,11 +17,11 @@ from typing import Any
 
 from pydantic import ValidationError
 from videoflix_core import storage
-from videoflix_core.status import Outcome, outcome
+from videoflix_core.status import Outcome, live_progress, outcome, parse_progress, running_steps
 from videoflix_core.transcode import ANNOTATION_PRIORITY, VideoTranscodeSpec, VideoTranscodeStatus
 
 from videoflix_operator import metrics
-from videoflix_operator.builders import MANAGED_BY, Owner, step_kind
+from videoflix_operator.builders import CONTAINER, MANAGED_BY, Owner, step_kind
 from videoflix_operator.config import OperatorSettings
 from videoflix_operator.database import Database
 from videoflix_operator.k8s import Kube
@@ -32,6 +32,7 @@ from videoflix_operator.plan import (
     is_finished,
     job_result,
     plan,
+    progress_pods,
     select_releases,
     status_patch,
     step_key,
@@ -62,6 +63,8 @@ class Reconciler:
     _again: set[tuple[str, str]] = field(default_factory=set)
     _written: dict[tuple[str, str], Outcome] = field(default_factory=dict)
     _results: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    # Last percent each running step printed, per CR: (spec hash, step key → percent).
+    _live: dict[tuple[str, str], tuple[str | None, dict[str, float]]] = field(default_factory=dict)
     scheduler_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     _requested: set[tuple[str, str]] = field(default_factory=set)
     # Namespaces with transcodes: the cap spans all of them (kopf may watch every namespace).
@@ -159,6 +162,16 @@ class Reconciler:
             generation=body["metadata"].get("generation"),
         )
         actions = plan(spec, owner, observed, self.settings, utcnow())
+        # Job events only say which steps finished; the running steps' own percent (read by
+        # refresh_progress) moves the bar in between, and it never moves back.
+        live_hash, live = self._live.get((namespace, name), (None, {}))
+        now_running = running_steps(actions.status)
+        running = {
+            k: v
+            for k, v in live.items()
+            if k in now_running and live_hash == actions.status.spec_hash  # not a superseded spec's
+        }
+        actions.status.progress = live_progress(actions.status, running, previous)
 
         for job_name in actions.delete_jobs:
             await self.kube.delete_job(namespace, job_name)
@@ -203,6 +216,24 @@ class Reconciler:
 
         await self._sync_database(namespace, name, outcome(spec, actions.status))
 
+    async def refresh_progress(self, namespace: str, name: str, spec_hash: str | None) -> None:
+        """Read the log tail of each running step pod; reconcile when a percent moved.
+
+        Cheap: one pod list and one small log read (≤ 10 lines, ≤ 4 KiB) per running pod.
+        """
+        key = (namespace, name)
+        readings: dict[str, float] = {}
+        for pod_name, step in progress_pods(
+            await self.kube.pods_of_transcode(namespace, name), spec_hash
+        ):
+            percent = parse_progress(await self.kube.pod_log_tail(namespace, pod_name, CONTAINER))
+            if percent is not None:
+                readings[step] = max(percent, readings.get(step, 0.0))
+        if (spec_hash, readings) == self._live.get(key):
+            return
+        self._live[key] = (spec_hash, readings)
+        await self.reconcile(namespace, name)
+
     async def _sync_database(self, namespace: str, name: str, result: Outcome) -> None:
         key = (namespace, name)
         if self.database is None or self._written.get(key) == result:
@@ -220,6 +251,7 @@ class Reconciler:
     def forget(self, namespace: str, name: str) -> None:
         """Drop what this process remembers about a CR that is gone."""
         self._written.pop((namespace, name), None)
+        self._live.pop((namespace, name), None)
         lock = self._locks.get((namespace, name))
         if lock is not None and not lock.locked():
             del self._locks[(namespace, name)]

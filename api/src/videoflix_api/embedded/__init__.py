@@ -14,7 +14,8 @@ entrypoint and the same pure status functions (`videoflix_core.status.aggregate`
   one step runs   as a Job pod                          as a subprocess, --workers at once
   its result      the pod's termination message         the {"result": ...} line / result file
   retries         Job backoffLimit; exit 2 fails        max_attempts; exit 2 fails at once
-  progress        per finished step                     plus the running steps' ffmpeg percent
+  progress        steps plus running pods' percent      steps plus running subprocesses' percent
+                  (read from their logs), both folded by videoflix_core.status.live_progress
   restart         CR status; the operator resumes       <data>/transcodes/<id>.json; resumes
   delete          finalizer removes the prefix          cancel removes the prefix
   database        PostgreSQL                            SQLite file (or PostgreSQL with a URL)

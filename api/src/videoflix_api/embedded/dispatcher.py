@@ -42,6 +42,7 @@ from videoflix_core.status import (
     Outcome,
     StepObservation,
     aggregate,
+    live_progress,
     outcome,
 )
 from videoflix_core.storage import video_prefix
@@ -59,7 +60,6 @@ log = logging.getLogger(__name__)
 
 # How often a running transcode writes its progress into the row at most (the page polls ~1.5 s).
 _PROGRESS_WRITE_SECONDS = 1.0
-_PROBE_WEIGHT = 5  # same share as videoflix_core.status gives the probe
 
 
 def default_parallelism() -> int:
@@ -109,14 +109,9 @@ def step_args(step: str, spec: VideoTranscodeSpec, rung: Rung | None) -> tuple[s
 def refined_progress(status: VideoTranscodeStatus, running: Mapping[str, float]) -> int:
     """The aggregate's progress plus the live share of running steps (their ffmpeg percent).
 
-    `aggregate` only knows finished steps (all a Job tells the operator); locally every step reports
-    its percent, so the bar can move while a step runs. Never below the aggregate, never 100 early.
+    The very fold the operator applies to its pods' progress lines, so both modes agree.
     """
-    if status.phase in (Phase.SUCCEEDED, Phase.FAILED) or status.renditions is None:
-        return status.progress
-    total = len(status.renditions) + (1 if status.thumbnail is not None else 0)
-    partial = sum(max(0.0, min(100.0, p)) for p in running.values()) / 100
-    return min(99, status.progress + int((100 - _PROBE_WEIGHT) * partial / max(total, 1)))
+    return live_progress(status, running)
 
 
 @dataclass

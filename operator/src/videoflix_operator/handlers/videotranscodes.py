@@ -3,6 +3,7 @@ clean storage up before the CR goes (finalizer `videoflix.io/cleanup`)."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import kopf
@@ -12,6 +13,7 @@ from videoflix_operator.config import get_settings
 from videoflix_operator.reconcile import NotSynced
 from videoflix_operator.state import reconciler
 
+log = logging.getLogger(__name__)
 _settings = get_settings()
 # A database outage is retried soon; a cluster hiccup a little later.
 DB_RETRY_SECONDS = 5
@@ -57,6 +59,24 @@ async def resync_transcode(namespace: str | None, name: str, status: kopf.Status
     if final and namespace is not None and reconciler().is_synced(namespace, name):
         return
     await _reconcile(namespace, name)
+
+
+def _is_running(status: kopf.Status, **_: Any) -> bool:
+    return status.get("phase") in (Phase.PROBING.value, Phase.TRANSCODING.value)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=_settings.progress_seconds, when=_is_running)
+async def live_progress(namespace: str | None, name: str, status: kopf.Status, **_: Any) -> None:
+    """Live progress from the running pods' progress lines (Jobs only say when a step ends).
+
+    Best effort: a failed read waits for the next tick instead of kopf's retry machinery.
+    """
+    if namespace is None:
+        return
+    try:
+        await reconciler().refresh_progress(namespace, name, status.get("specHash"))
+    except Exception as exc:
+        log.debug("Live progress of %s not refreshed: %s", name, exc)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
