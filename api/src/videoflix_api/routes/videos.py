@@ -295,17 +295,35 @@ def thumbnail(
 
 
 def _storyboard(vtt_key: str, settings: Settings, storage: Storage) -> Response:
-    try:
-        text = storage.read(vtt_key, max_bytes=1024 * 1024)
-    except StorageError as exc:
-        raise HTTPException(502, "Could not read the storyboard from storage.") from exc
-    if text is None:
-        raise HTTPException(404, "No thumbnail yet.")
-
-    body = playback.rewrite_storyboard_vtt(
-        text.decode("utf-8", "replace"), _resolver(vtt_key, settings, storage)
+    return _rewritten(
+        vtt_key,
+        playback.rewrite_storyboard_vtt,
+        VTT_TYPE,
+        "storyboard",
+        "No thumbnail yet.",
+        settings,
+        storage,
     )
-    return Response(body, media_type=VTT_TYPE, headers=_presigned_cache(settings))
+
+
+def _rewritten(
+    key: str,
+    rewrite: Callable[[str, Callable[[str], str]], str],
+    media_type: str,
+    what: str,
+    missing: str,
+    settings: Settings,
+    storage: Storage,
+) -> Response:
+    """A small text file from storage with its relative URIs turned into short-lived URLs."""
+    try:
+        text = storage.read(key, max_bytes=1024 * 1024)
+    except StorageError as exc:
+        raise HTTPException(502, f"Could not read the {what} from storage.") from exc
+    if text is None:
+        raise HTTPException(404, missing)
+    body = rewrite(text.decode("utf-8", "replace"), _resolver(key, settings, storage))
+    return Response(body, media_type=media_type, headers=_presigned_cache(settings))
 
 
 def _resolver(base_key: str, settings: Settings, storage: Storage) -> Callable[[str], str]:
@@ -377,15 +395,12 @@ def hls_media(
     info = (video.converted_files or {}).get(quality)
     if not info or not info.get("playlist"):
         raise HTTPException(404, "This quality is not available.")
-    playlist_key = str(info["playlist"])
-    try:
-        text = storage.read(playlist_key, max_bytes=1024 * 1024)
-    except StorageError as exc:
-        raise HTTPException(502, "Could not read the playlist from storage.") from exc
-    if text is None:
-        raise HTTPException(404, "This quality is not available.")
-
-    body = playback.rewrite_media_playlist(
-        text.decode("utf-8", "replace"), _resolver(playlist_key, settings, storage)
+    return _rewritten(
+        str(info["playlist"]),
+        playback.rewrite_media_playlist,
+        HLS_TYPE,
+        "playlist",
+        "This quality is not available.",
+        settings,
+        storage,
     )
-    return Response(body, media_type=HLS_TYPE, headers=_presigned_cache(settings))
