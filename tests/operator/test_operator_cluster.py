@@ -30,6 +30,8 @@ def condition(cr: dict[str, Any], kind: str) -> dict[str, Any]:
 
 
 def assert_status_and_row_agree(p: Platform, cr: dict[str, Any], video_id: int) -> None:
+    """Read at one instant on purpose: the operator writes the row before the CR status, so a
+    terminal CR implies a row that already says so (a lagging row is a bug, not a race)."""
     st = status(cr)
     row = p.video(video_id)
     assert row.processing_state == {"Succeeded": "ready", "Failed": "error"}[st["phase"]]

@@ -98,8 +98,9 @@ class Reconciler:
     async def reconcile(self, namespace: str, name: str) -> None:
         """Bring one CR's Jobs, status and videos row in line with its spec.
 
-        Raises NotSynced when only the database write failed (status and Jobs are done), any other
-        exception when the cluster could not be read or changed.
+        The videos row is written before the CR status. Raises NotSynced when only the database
+        write failed (status and Jobs are done), any other exception when the cluster could not be
+        read or changed.
         """
         key = (namespace, name)
         self._namespaces.add(namespace)
@@ -202,6 +203,14 @@ class Reconciler:
         if any(is_finished(j) for j in jobs):
             self.scheduler_wakeup.set()
 
+        # The row first, then the CR: the row is what users see, so once the CR says Succeeded
+        # (what kubectl, alerts and tests read) the row already says ready. A failed row write
+        # still lets the status through (the cluster view stays current) and is retried.
+        unsynced: NotSynced | None = None
+        try:
+            await self._sync_database(namespace, name, outcome(spec, actions.status))
+        except NotSynced as exc:
+            unsynced = exc
         new_status = actions.status.wire()
         patch = status_patch(raw_status, new_status)
         if patch:  # unchanged status, no write: no watch event, no churn
@@ -213,8 +222,8 @@ class Reconciler:
             if note.reason == "CreatedJob" and note.message.rsplit(" ", 1)[-1] not in created:
                 continue
             self.post_event(body, note)
-
-        await self._sync_database(namespace, name, outcome(spec, actions.status))
+        if unsynced is not None:
+            raise unsynced
 
     async def refresh_progress(self, namespace: str, name: str, spec_hash: str | None) -> None:
         """Read the log tail of each running step pod; reconcile when a percent moved.
