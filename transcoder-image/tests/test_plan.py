@@ -50,11 +50,52 @@ def test_scaled_size_keeps_aspect_and_is_even(
     assert size[0] % 2 == 0 and size[1] % 2 == 0
 
 
-def test_scaled_size_refuses_to_upscale() -> None:
-    with pytest.raises(BadInput, match="refusing to upscale"):
-        plan.scaled_size(854, 480, 720)
-    with pytest.raises(BadInput):
-        plan.scaled_size(1080, 1920, 1440)  # portrait 1080p has no 1440p
+@pytest.mark.parametrize(
+    ("source", "size"),
+    [
+        ((1920, 1080), (1280, 720)),
+        ((1920, 1080), (214, 120)),  # 213.3 rounded to even
+        ((720, 1280), (120, 214)),  # portrait phone video, 120p
+        ((720, 1280), (720, 1280)),
+        ((641, 361), (640, 360)),  # odd source: its own size, made even
+        ((1000, 562), (640, 360)),
+    ],
+)
+def test_planned_sizes_are_encoded_as_asked(
+    source: tuple[int, int], size: tuple[int, int]
+) -> None:
+    rung = plan.default_rung("r", *size)
+    [out] = plan.plan_outputs(probe(*source), [rung], ["/o.mp4"])
+    assert (out.width, out.height) == size
+
+
+@pytest.mark.parametrize(
+    ("source", "size", "reason"),
+    [
+        ((854, 480), (1280, 720), "refusing to upscale"),
+        ((720, 1280), (1080, 1920), "refusing to upscale"),
+        ((720, 1280), (1280, 720), "refusing to upscale"),  # landscape size of a portrait source
+        ((1920, 1080), (640, 640), "aspect"),
+        ((1920, 1080), (644, 360), "aspect"),  # 4 px off: more than rounding
+    ],
+)
+def test_sizes_that_do_not_fit_the_source_are_refused(
+    source: tuple[int, int], size: tuple[int, int], reason: str
+) -> None:
+    with pytest.raises(BadInput, match=reason):
+        plan.plan_outputs(probe(*source), [plan.default_rung("r", *size)], ["/o.mp4"])
+
+
+@pytest.mark.parametrize("size", [(213, 120), (214, 121), (14, 8), (8640, 4860), (0, 0)])
+def test_odd_or_out_of_range_sizes_are_refused(size: tuple[int, int]) -> None:
+    with pytest.raises(BadInput, match="not a size we encode"):
+        plan.default_rung("r", *size)
+
+
+def test_thumbnail_sizes_keep_aspect() -> None:
+    assert plan.scaled_size(1920, 1080, 720) == (1280, 720)
+    assert plan.scaled_size(1080, 1920, 720) == (720, 1280)
+    assert plan.poster_size(probe(641, 361)) == (640, 360)
 
 
 @pytest.mark.parametrize(
@@ -66,16 +107,18 @@ def test_threads_follow_the_cpu_limit(value: str | None, threads: int) -> None:
 
 
 def test_default_rungs_cap_bitrate_and_grow_with_height() -> None:
-    rungs = [plan.default_rung(f"{h}p", h) for h in (120, 360, 720, 1080)]
+    rungs = [plan.default_rung(f"{h}p", h * 16 // 9 // 2 * 2, h) for h in (120, 360, 720, 1080)]
     rates = [r.maxrate_kbps for r in rungs]
     assert rates == sorted(rates) and len(set(rates)) == 4
     assert all(r.bufsize_kbps == 2 * r.maxrate_kbps for r in rungs)
-    with pytest.raises(BadInput):
-        plan.default_rung("odd", 361)
+    # The caps follow the short side: portrait 720p is capped like landscape 720p.
+    assert plan.default_rung("720p", 720, 1280).maxrate_kbps == rungs[2].maxrate_kbps
 
 
 def test_overrides_switch_to_abr_and_keep_cap_above_target() -> None:
-    rung = plan.with_overrides(plan.default_rung("720p", 720), video_kbps=4000, audio_kbps=160)
+    rung = plan.with_overrides(
+        plan.default_rung("720p", 1280, 720), video_kbps=4000, audio_kbps=160
+    )
     assert (rung.video_kbps, rung.maxrate_kbps, rung.bufsize_kbps, rung.audio_kbps) == (
         4000, 4000, 8000, 160,
     )
@@ -87,7 +130,7 @@ def _after(argv: list[str], flag: str) -> list[str]:
 
 def test_ladder_decodes_once_and_aligns_keyframes() -> None:
     source = probe()
-    rungs = [plan.default_rung(n, h) for n, h in (("120p", 120), ("720p", 720))]
+    rungs = [plan.default_rung(n, w, h) for n, w, h in (("120p", 214, 120), ("720p", 1280, 720))]
     outs = plan.plan_outputs(source, rungs, ["/s/120p/video.mp4", "/s/720p/video.mp4"])
     argv = plan.encode_argv("/s/source", source, outs, threads=2)
     assert argv.count("-i") == 1
@@ -108,7 +151,7 @@ def test_ladder_decodes_once_and_aligns_keyframes() -> None:
 
 def test_source_without_audio_maps_no_audio() -> None:
     source = probe(audio=False)
-    outs = plan.plan_outputs(source, [plan.default_rung("360p", 360)], ["/o.mp4"])
+    outs = plan.plan_outputs(source, [plan.default_rung("360p", 640, 360)], ["/o.mp4"])
     argv = plan.encode_argv("/s", source, outs)
     assert "-c:a" not in argv and _after(argv, "-map") == ["[ov0]"]
     assert "-threads" not in argv  # no CPU limit: FFmpeg decides

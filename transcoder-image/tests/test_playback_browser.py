@@ -24,7 +24,7 @@ def test_rendition_plays_and_seeks_in_chromium(
     client.upload_file(str(sources.sd), s3_bucket, "videos/3/source/a.mov")
     run = tx.transcoder("rendition", "--source", f"s3://{s3_bucket}/videos/3/source/a.mov",
                         "--dest", f"s3://{s3_bucket}/videos/3/", "--name", "360p",
-                        "--height", "360", env=minio_server.env(s3_bucket))
+                        "--width", "640", "--height", "360", env=minio_server.env(s3_bucket))
     assert run.code == 0, run.stderr
     url = client.generate_presigned_url(
         "get_object", Params={"Bucket": s3_bucket, "Key": run.result["renditions"][0]["file"]},

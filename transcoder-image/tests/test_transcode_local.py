@@ -105,7 +105,7 @@ def test_broken_inputs_exit_2_with_a_reason(
     assert run.code == 2 and reason in run.result["error"]
     assert "\n" not in run.result["error"]
     run = tx.transcoder("rendition", "--source", source, "--dest", str(tmp_path / "out"),
-                        "--name", "120p", "--height", "120")
+                        "--name", "120p", "--width", "214", "--height", "120")
     assert run.code == 2 and reason in run.result["error"]
     assert not (tmp_path / "out").exists()
 
@@ -113,8 +113,14 @@ def test_broken_inputs_exit_2_with_a_reason(
 def test_missing_source_and_bad_arguments_exit_2(tx: Any, tmp_path: Path) -> None:
     run = tx.transcoder("probe", "--source", str(tmp_path / "nope.mp4"))
     assert (run.code, run.result) == (2, {"error": f"source not found: {tmp_path / 'nope.mp4'}"})
-    run = tx.transcoder("ladder", "--source", "x", "--dest", "y", "--rung", "../evil:120")
+    run = tx.transcoder("ladder", "--source", "x", "--dest", "y", "--rung", "../evil:214x120")
     assert run.code == 2 and "bad rendition name" in run.result["error"]
+    # The old short-side-only form is gone: the planner sends the exact size.
+    run = tx.transcoder("ladder", "--source", "x", "--dest", "y", "--rung", "120p:120")
+    assert run.code == 2 and "expected NAME:WIDTHxHEIGHT" in run.result["error"]
+    run = tx.transcoder("rendition", "--source", "x", "--dest", "y", "--name", "120p",
+                        "--height", "120")
+    assert run.code == 2 and "--width" in run.result["error"]
 
 
 def test_ladder_on_1080p_source(sources: Any, tx: Any, tmp_path: Path) -> None:
@@ -122,7 +128,8 @@ def test_ladder_on_1080p_source(sources: Any, tx: Any, tmp_path: Path) -> None:
     result_file = tmp_path / "termination-log"
     run = tx.transcoder(
         "ladder", "--source", str(sources.hd), "--dest", f"{dest}/",
-        "--rung", "120p:120", "--rung", "360p:360", "--rung", "720p:720", "--rung", "1080p:1080",
+        "--rung", "120p:214x120", "--rung", "360p:640x360", "--rung", "720p:1280x720",
+        "--rung", "1080p:1920x1080",
         env={"VIDEOFLIX_CPU_LIMIT": "2", "VIDEOFLIX_RESULT_FILE": str(result_file)},
     )
     assert run.code == 0, run.stderr
@@ -156,7 +163,7 @@ def test_ladder_on_1080p_source(sources: Any, tx: Any, tmp_path: Path) -> None:
     assert len(segments) == 1  # same segment boundaries in every rung
     # A rung made by its own process (a per-rendition Job) lines up with the ladder's.
     alone = tx.transcoder("rendition", "--source", str(sources.hd), "--dest", str(tmp_path / "a"),
-                          "--name", "360p", "--height", "360")
+                          "--name", "360p", "--width", "640", "--height", "360")
     assert alone.code == 0, alone.stderr
     assert tx.keyframe_times(tmp_path / "a/360p/video.mp4") == boundaries[0]
     alone_segments = re.findall(r"#EXTINF:([\d.]+)", (tmp_path / "a/360p/index.m3u8").read_text())
@@ -169,23 +176,27 @@ def test_ladder_on_1080p_source(sources: Any, tx: Any, tmp_path: Path) -> None:
 def test_lower_source_never_upscales(sources: Any, tx: Any, tmp_path: Path) -> None:
     run = tx.transcoder(
         "ladder", "--source", str(sources.sd), "--dest", "videos/7/",
-        "--rung", "120p:120", "--rung", "360p:360", "--rung", "720p:720", cwd=tmp_path,
+        "--rung", "120p:214x120", "--rung", "360p:640x360", cwd=tmp_path,
     )
     assert run.code == 0, run.stderr
     # Relative paths under the storage root give the same keys as S3.
     assert [r["file"] for r in run.result["renditions"]] == [
         "videos/7/120p/video.mp4", "videos/7/360p/video.mp4",
     ]
-    assert run.result["skipped"] == ["720p"]
+    assert "skipped" not in run.result
     assert sorted(p.name for p in (tmp_path / "videos" / "7").iterdir()) == ["120p", "360p"]
     check_rendition(tx, tmp_path / "videos/7/360p/video.mp4", (640, 360), 2.0, 25.0, audio=True)
 
+    # The transcoder never re-decides the plan: a rung above the source refuses the request.
     run = tx.transcoder("rendition", "--source", str(sources.sd), "--dest", str(tmp_path / "o"),
-                        "--name", "720p", "--height", "720")
+                        "--name", "720p", "--width", "1280", "--height", "720")
     assert run.code == 2 and "refusing to upscale" in run.result["error"]
-    run = tx.transcoder("ladder", "--source", str(sources.short), "--dest", str(tmp_path / "o"),
-                        "--rung", "360p:360", "--rung", "720p:720")
-    assert run.code == 2 and "every rung is larger than the source" in run.result["error"]
+    run = tx.transcoder("ladder", "--source", str(sources.sd), "--dest", str(tmp_path / "o"),
+                        "--rung", "360p:640x360", "--rung", "720p:1280x720")
+    assert run.code == 2 and "refusing to upscale" in run.result["error"]
+    run = tx.transcoder("rendition", "--source", str(sources.sd), "--dest", str(tmp_path / "o"),
+                        "--name", "360p", "--width", "360", "--height", "360")
+    assert run.code == 2 and "aspect" in run.result["error"]
     assert not (tmp_path / "o").exists()
 
 
@@ -203,7 +214,8 @@ def test_rendition_of_awkward_sources(
     size: tuple[int, int], duration: float, fps: float, audio: bool,
 ) -> None:
     run = tx.transcoder("rendition", "--source", str(getattr(sources, name)),
-                        "--dest", str(tmp_path), "--name", f"{height}p", "--height", str(height),
+                        "--dest", str(tmp_path), "--name", f"{height}p",
+                        "--width", str(size[0]), "--height", str(size[1]),
                         "--maxrate", "900", "--audio-bitrate", "96")
     assert run.code == 0, run.stderr
     (rendition,) = run.result["renditions"]
@@ -254,7 +266,7 @@ def test_sigterm_stops_ffmpeg_and_publishes_nothing(
            "VIDEOFLIX_RESULT_FILE": str(tmp_path / "result")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "videoflix_transcoder", "ladder", "--source", str(sources.hd),
-         "--dest", str(dest), "--rung", "360p:360", "--rung", "1080p:1080",
+         "--dest", str(dest), "--rung", "360p:640x360", "--rung", "1080p:1920x1080",
          "--preset", "medium"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )

@@ -31,7 +31,7 @@ def test_probe_ladder_and_thumbnail_through_s3(
     assert probe.code == 0 and (probe.result["width"], probe.result["height"]) == (854, 480)
 
     run = tx.transcoder("ladder", "--source", source, "--dest", dest,
-                        "--rung", "120p:120", "--rung", "360p:360", env=env)
+                        "--rung", "120p:214x120", "--rung", "360p:640x360", env=env)
     assert run.code == 0, run.stderr
     assert [(r["name"], r["file"], r["playlist"]) for r in run.result["renditions"]] == [
         ("120p", "videos/5/120p/video.mp4", "videos/5/120p/index.m3u8"),
@@ -72,7 +72,8 @@ def test_bad_or_missing_source_leaves_nothing(
 ) -> None:
     env = minio_server.env(s3_bucket)
     upload(minio_server, s3_bucket, sources.truncated_faststart, "videos/6/source/x.mp4")
-    for command in (["rendition", "--name", "120p", "--height", "120"], ["thumbnail"]):
+    rendition = ["rendition", "--name", "120p", "--width", "214", "--height", "120"]
+    for command in (rendition, ["thumbnail"]):
         run = tx.transcoder(command[0], "--source", f"s3://{s3_bucket}/videos/6/source/x.mp4",
                             "--dest", f"s3://{s3_bucket}/videos/6/", *command[1:], env=env)
         assert run.code == 2 and "truncated" in run.result["error"]

@@ -48,11 +48,17 @@ def _name(value: str) -> str:
     return value
 
 
-def _rung(value: str) -> tuple[str, int]:
-    name, sep, height = value.partition(":")
-    if not sep or not height.isdigit():
-        raise argparse.ArgumentTypeError(f"bad rung {value!r}: expected NAME:HEIGHT, e.g. 720p:720")
-    return _name(name), int(height)
+_SIZE = re.compile(r"^([0-9]{1,5})x([0-9]{1,5})$")
+
+
+def _rung(value: str) -> tuple[str, int, int]:
+    name, sep, size = value.partition(":")
+    match = _SIZE.match(size)
+    if not sep or not match:
+        raise argparse.ArgumentTypeError(
+            f"bad rung {value!r}: expected NAME:WIDTHxHEIGHT, e.g. 720p:1280x720"
+        )
+    return _name(name), int(match[1]), int(match[2])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(rendition)
     encoding(rendition)
     rendition.add_argument("--name", required=True, type=_name)
-    rendition.add_argument("--height", required=True, type=int, help="short side in pixels")
+    rendition.add_argument("--width", required=True, type=int, help="output width in pixels")
+    rendition.add_argument("--height", required=True, type=int, help="output height in pixels")
     rendition.add_argument("--video-bitrate", type=int, help="kbit/s: ABR instead of capped CRF")
     rendition.add_argument("--maxrate", type=int, help="kbit/s cap")
     rendition.add_argument("--bufsize", type=int, help="kbit/s VBV buffer (default 2x maxrate)")
@@ -145,21 +152,19 @@ def run(args: argparse.Namespace, env: Mapping[str, str], scratch: Path) -> dict
         return commands.thumbnail(ctx, args.source, args.dest)
     if args.command == "rendition":
         rung = plan.with_overrides(
-            plan.default_rung(args.name, args.height),
+            plan.default_rung(args.name, args.width, args.height),
             video_kbps=args.video_bitrate, maxrate_kbps=args.maxrate,
             bufsize_kbps=args.bufsize, audio_kbps=args.audio_bitrate, crf=args.crf,
         )
         return commands.renditions(ctx, args.source, args.dest, [rung], preset=args.preset)
-    names = [name for name, _ in args.rungs]
+    names = [name for name, _, _ in args.rungs]
     if len(set(names)) != len(names):
         raise BadInput(f"duplicate rung names in {names}")
     rungs = [
-        plan.with_overrides(plan.default_rung(name, height), crf=args.crf)
-        for name, height in args.rungs
+        plan.with_overrides(plan.default_rung(name, width, height), crf=args.crf)
+        for name, width, height in args.rungs
     ]
-    return commands.renditions(
-        ctx, args.source, args.dest, rungs, preset=args.preset, skip_larger=True
-    )
+    return commands.renditions(ctx, args.source, args.dest, rungs, preset=args.preset)
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:

@@ -74,27 +74,19 @@ def renditions(
     rungs: list[plan.Rung],
     *,
     preset: str = plan.DEFAULT_PRESET,
-    skip_larger: bool = False,
 ) -> dict[str, Any]:
     """Encode the rungs in one FFmpeg process and publish `<name>/video.mp4` + `index.m3u8`.
 
-    skip_larger (ladder mode) drops rungs above the source instead of refusing the request.
+    The sizes are the planner's; a rung that would upscale or distort refuses the whole request.
     """
     dest_location = parse_uri(dest, prefix=True)
     path = ctx.storage.fetch(parse_uri(source), ctx.scratch)
     info = probe_file(path)
-    skipped = [r.name for r in rungs if not plan.fits(info, r)] if skip_larger else []
-    wanted = [r for r in rungs if r.name not in skipped]
-    if not wanted:
-        raise BadInput(
-            f"every rung is larger than the source ({info.width}x{info.height});"
-            " refusing to upscale"
-        )
     work = ctx.scratch / "out"
-    files = [work / r.name / "video.mp4" for r in wanted]
+    files = [work / r.name / "video.mp4" for r in rungs]
+    outputs = plan.plan_outputs(info, rungs, [str(f) for f in files])
     for file in files:
         file.parent.mkdir(parents=True, exist_ok=True)
-    outputs = plan.plan_outputs(info, wanted, [str(f) for f in files])
     argv = plan.encode_argv(str(path), info, outputs, threads=ctx.threads, preset=preset)
     started = time.monotonic()
     run_ffmpeg(argv, duration_seconds=info.duration_seconds, on_progress=ctx.on_progress)
@@ -120,12 +112,13 @@ def renditions(
         dest_location,
     )
     count = len(outputs)
-    result: dict[str, Any] = {
+    return {
         "renditions": [
             {
                 "name": out.rung.name,
-                "width": out.width,
-                "height": out.height,
+                # What the file is (probed), not what was asked: a mismatch shows in the status.
+                "width": detail.width,
+                "height": detail.height,
                 "bitrate": int(file.stat().st_size * 8 / max(detail.duration_seconds, 1e-3)),
                 "peakBitrate": peak,
                 "codecs": codecs,
@@ -140,9 +133,6 @@ def renditions(
             )
         ]
     }
-    if skipped:
-        result["skipped"] = skipped
-    return result
 
 
 def thumbnail(ctx: Context, source: str, dest: str) -> dict[str, Any]:

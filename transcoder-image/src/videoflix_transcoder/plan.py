@@ -27,10 +27,15 @@ _MAXRATE_BY_HEIGHT = {
 MP4_FLAGS = "+frag_keyframe+delay_moov+default_base_moof+global_sidx+cmaf"
 
 
+MIN_SIDE = 16
+MAX_SIDE = 4320
+
+
 @dataclass(frozen=True)
 class Rung:
     name: str
-    height: int  # the short side: "720p" of a portrait video is 720 wide
+    width: int  # the exact output size, as displayed: the planner decided it, we encode it
+    height: int
     maxrate_kbps: int
     bufsize_kbps: int
     audio_kbps: int
@@ -38,15 +43,43 @@ class Rung:
     video_kbps: int | None = None  # set: constrained ABR instead of capped CRF
 
 
-def default_rung(name: str, height: int) -> Rung:
-    if height < 16 or height > 4320 or height % 2:
-        raise BadInput(f"rung {name}: height must be an even number between 16 and 4320")
+def check_size(name: str, width: int, height: int) -> None:
+    """Refuses sizes H.264 4:2:0 or players cannot take: odd, tiny or beyond 8K."""
+    for side in (width, height):
+        if side < MIN_SIDE or side > MAX_SIDE or side % 2:
+            raise BadInput(
+                f"rung {name}: {width}x{height} is not a size we encode (each side even,"
+                f" {MIN_SIDE} to {MAX_SIDE})"
+            )
+
+
+def check_fits(source: ProbeResult, name: str, width: int, height: int) -> None:
+    """Refuses an upscale or a distorted picture; the planner decided the size, we only check it.
+
+    The aspect may differ by rounding one side to even (at most 1 px on the derived side):
+    |w*sh - h*sw| <= max(sw, sh) covers that, and the source's own size made even.
+    """
+    sw, sh = source.width, source.height
+    if width > sw or height > sh:
+        raise BadInput(
+            f"rung {name}: {width}x{height} is larger than the source ({sw}x{sh});"
+            " refusing to upscale"
+        )
+    if abs(width * sh - height * sw) > max(sw, sh):
+        raise BadInput(
+            f"rung {name}: {width}x{height} does not keep the source's aspect ({sw}x{sh})"
+        )
+
+
+def default_rung(name: str, width: int, height: int) -> Rung:
+    check_size(name, width, height)
+    short_side = min(width, height)  # caps follow the "p" number, the short side
     maxrate = next(
-        (rate for h, rate in sorted(_MAXRATE_BY_HEIGHT.items()) if h >= height),
+        (rate for h, rate in sorted(_MAXRATE_BY_HEIGHT.items()) if h >= short_side),
         max(_MAXRATE_BY_HEIGHT.values()),
     )
-    audio = 64 if height <= 120 else 96 if height <= 360 else 128
-    return Rung(name, height, maxrate, 2 * maxrate, audio)
+    audio = 64 if short_side <= 120 else 96 if short_side <= 360 else 128
+    return Rung(name, width, height, maxrate, 2 * maxrate, audio)
 
 
 def with_overrides(
@@ -74,9 +107,9 @@ def _even(value: float) -> int:
 
 
 def scaled_size(display_width: int, display_height: int, short_side: int) -> tuple[int, int]:
-    """Even output size whose short side is `short_side`, keeping the display aspect ratio.
+    """Even size whose short side is `short_side`, keeping the display aspect ratio.
 
-    Refuses to upscale: a rung larger than the source's short side is a bad request.
+    Thumbnails only: rendition sizes come from the planner (`--width`/`--height`).
     """
     source_short = min(display_width, display_height)
     if short_side > source_short:
@@ -89,10 +122,6 @@ def scaled_size(display_width: int, display_height: int, short_side: int) -> tup
     if display_width >= display_height:
         return _even(short_side * display_width / display_height), short_side
     return short_side, _even(short_side * display_height / display_width)
-
-
-def fits(source: ProbeResult, rung: Rung) -> bool:
-    return rung.height <= min(source.width, source.height)
 
 
 def threads_from_cpu_limit(value: str | None) -> int:
@@ -126,8 +155,10 @@ class Output:
 def plan_outputs(
     source: ProbeResult, rungs: list[Rung], paths: list[str]
 ) -> list[Output]:
+    for rung in rungs:
+        check_fits(source, rung.name, rung.width, rung.height)
     return [
-        Output(rung, *scaled_size(source.width, source.height, rung.height), path)
+        Output(rung, rung.width, rung.height, path)
         for rung, path in zip(rungs, paths, strict=True)
     ]
 
