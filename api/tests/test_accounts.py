@@ -107,11 +107,11 @@ def get_with(client: TestClient, path: str, **cookies: str | None) -> Any:
     return client.get(path)
 
 
-def test_logout_needs_a_valid_access_cookie(client: TestClient, user: Account) -> None:
-    assert client.post("/users/logout/").status_code == 401
+def test_logout_needs_no_valid_access_cookie(client: TestClient, user: Account) -> None:
+    # Signing out always succeeds: the client drops its state whatever cookies it still holds.
+    assert client.post("/users/logout/").status_code == 200
     r = post_with(client, "/users/logout/", vf_access="not-a-jwt")
-    assert r.status_code == 401
-    assert r.json() == {"detail": "Given token not valid for any token type"}
+    assert r.status_code == 200 and r.json() == {"detail": "Logged out."}
 
 
 def test_remember_me_lengthens_the_refresh_cookie(client: TestClient, user: Account) -> None:
@@ -154,8 +154,10 @@ def test_reuse_within_grace_does_not_revoke(settings: Settings, user: Account) -
         first = client.cookies.get("vf_refresh")
         assert client.post("/users/refresh/").status_code == 200
         current = client.cookies.get("vf_refresh")
-        # A second tab presents the same token a moment later: refused, but the session lives.
-        assert post_with(client, "/users/refresh/", vf_refresh=first).status_code == 401
+        # A second tab presents the same token a moment later: it gets the same successor.
+        again = post_with(client, "/users/refresh/", vf_refresh=first)
+        assert again.status_code == 200
+        assert set_cookies(again)["vf_refresh"]["vf_refresh"].value == current
         assert post_with(client, "/users/refresh/", vf_refresh=current).status_code == 200
     app.state.engine.dispose()
 

@@ -73,11 +73,13 @@ def create_token(
     now: datetime,
     lifetime: timedelta,
     family: str | None = None,
+    jti: str | None = None,
 ) -> tuple[str, TokenClaims]:
+    """A signed token; the same arguments (including `jti`) give the same bytes (HS256)."""
     claims = TokenClaims(
         user_id=user_id,
         type=token_type,
-        jti=str(uuid.uuid4()),
+        jti=jti or str(uuid.uuid4()),
         expires_at=now + lifetime,
         family=family,
     )

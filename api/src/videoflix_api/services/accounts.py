@@ -177,12 +177,36 @@ class IssuedTokens:
     access_max_age: int
 
 
+# Names a refresh token's successor after the token itself, so a request that arrives while the
+# token is being rotated can find the successor and re-sign it byte for byte (HS256 is
+# deterministic) instead of minting a second one. Nothing new is stored for it.
+_SUCCESSOR_NAMESPACE = uuid.UUID("5b0f5c0e-6d0a-4c57-9d53-7a8a3f0e2c11")
+
+
+def successor_jti(jti: str) -> str:
+    """The jti of the token that replaces refresh token `jti` when it is rotated."""
+    return str(uuid.uuid5(_SUCCESSOR_NAMESPACE, jti))
+
+
+def within_reuse_grace(used_at: datetime, now: datetime, grace_seconds: int) -> bool:
+    """Whether presenting an already rotated refresh token again is a parallel refresh (answered
+    with the same successor) rather than a replay (which ends the session)."""
+    return now - used_at <= timedelta(seconds=grace_seconds)
+
+
+def _refresh_seconds(settings: Settings, family: RefreshFamily) -> int:
+    return settings.refresh_remember_seconds if family.remember else settings.refresh_token_seconds
+
+
 def _issue_refresh(
-    session: Session, settings: Settings, family: RefreshFamily, user_id: int, now: datetime
+    session: Session,
+    settings: Settings,
+    family: RefreshFamily,
+    user_id: int,
+    now: datetime,
+    jti: str | None = None,
 ) -> tuple[str, int]:
-    seconds = (
-        settings.refresh_remember_seconds if family.remember else settings.refresh_token_seconds
-    )
+    seconds = _refresh_seconds(settings, family)
     token, claims = security.create_token(
         settings.secret_key.get_secret_value(),
         user_id=user_id,
@@ -190,6 +214,7 @@ def _issue_refresh(
         now=now,
         lifetime=timedelta(seconds=seconds),
         family=family.id,
+        jti=jti,
     )
     session.add(
         RefreshToken(
@@ -197,6 +222,20 @@ def _issue_refresh(
         )
     )
     return token, seconds
+
+
+def _resign_refresh(settings: Settings, row: RefreshToken, user_id: int) -> str:
+    """The exact token that was issued for `row` (same claims, same signature)."""
+    token, _ = security.create_token(
+        settings.secret_key.get_secret_value(),
+        user_id=user_id,
+        token_type="refresh",  # noqa: S106
+        now=row.issued_at,
+        lifetime=row.expires_at - row.issued_at,
+        family=row.family_id,
+        jti=row.jti,
+    )
+    return token
 
 
 def _issue_access(settings: Settings, user_id: int, now: datetime) -> str:
@@ -234,6 +273,11 @@ class RefreshRefused(Exception):
 def rotate(session: Session, settings: Settings, refresh_token: str, now: datetime) -> IssuedTokens:
     """Swap a refresh token for a new pair. A reused token revokes its whole family.
 
+    Race-safe: the token is marked used with one conditional UPDATE, so of two simultaneous
+    requests exactly one rotates; on PostgreSQL the other waits on the row lock until the
+    winner has committed its successor. The loser, inside the grace window, answers with that
+    same successor (the client refreshes once per 401, without sharing an in-flight refresh).
+
     The revocation is committed here, before raising, because the failing request's transaction
     would otherwise be rolled back and the stolen family would live on.
     """
@@ -257,27 +301,58 @@ def rotate(session: Session, settings: Settings, refresh_token: str, now: dateti
     assert isinstance(marked, CursorResult)
     if marked.rowcount != 1:
         session.refresh(row)
-        grace = timedelta(seconds=settings.refresh_reuse_grace_seconds)
-        if row.used_at is not None and now - row.used_at <= grace:
-            # Two tabs refreshing at once: the other request already won; don't punish the user.
-            raise RefreshRefused("concurrent")
+        session.refresh(family)
+        if family.revoked_at is not None:
+            raise RefreshRefused("revoked")
+        assert row.used_at is not None
+        if within_reuse_grace(row.used_at, now, settings.refresh_reuse_grace_seconds):
+            return _reissue_successor(session, settings, row, claims.user_id, now)
         family.revoked_at = now
         family.revoked_reason = "reuse"
         session.commit()
         raise RefreshRefused("reuse")
-    user = session.get(User, claims.user_id)
-    if user is None or not user.is_active:
-        raise RefreshRefused("inactive")
-    refresh, max_age = _issue_refresh(session, settings, family, user.id, now)
+    user = _active_user(session, claims.user_id)
+    refresh, max_age = _issue_refresh(
+        session, settings, family, user.id, now, jti=successor_jti(row.jti)
+    )
     return IssuedTokens(
         _issue_access(settings, user.id, now), refresh, max_age, settings.access_token_seconds
     )
 
 
-def revoke_refresh(
-    session: Session, settings: Settings, refresh_token: str, user_id: int, now: datetime
-) -> bool:
-    """Revoke the family of `refresh_token` if it belongs to `user_id` (logout)."""
+def _active_user(session: Session, user_id: int) -> User:
+    user = session.get(User, user_id)
+    if user is None or not user.is_active:
+        raise RefreshRefused("inactive")
+    return user
+
+
+def _reissue_successor(
+    session: Session, settings: Settings, row: RefreshToken, user_id: int, now: datetime
+) -> IssuedTokens:
+    """The successor the winning request of a parallel refresh issued, for the losing one."""
+    successor = session.get(RefreshToken, successor_jti(row.jti))
+    if successor is None or successor.used_at is not None:
+        # Rotated before successors were named, or already rotated on: nothing to hand out.
+        raise RefreshRefused("concurrent")
+    user = _active_user(session, user_id)
+    remaining = int((successor.expires_at - now).total_seconds())
+    if remaining <= 0:
+        raise RefreshRefused("concurrent")
+    return IssuedTokens(
+        _issue_access(settings, user.id, now),
+        _resign_refresh(settings, successor, user.id),
+        remaining,
+        settings.access_token_seconds,
+    )
+
+
+def end_session(session: Session, settings: Settings, refresh_token: str, now: datetime) -> bool:
+    """Revoke the family of `refresh_token` (logout); True when a live session ended.
+
+    Needs only the refresh token: the access cookie has often expired by the time a user signs
+    out, and the signature proves the token is ours.
+    """
     try:
         # An expired refresh token still names its family; logging out must end it anyway.
         claims = security.decode_token(
@@ -288,10 +363,10 @@ def revoke_refresh(
         )
     except security.InvalidToken:
         return False
-    if claims.user_id != user_id or claims.family is None:
+    if claims.family is None:
         return False
     family = session.get(RefreshFamily, claims.family)
-    if family is None or family.revoked_at is not None:
+    if family is None or family.user_id != claims.user_id or family.revoked_at is not None:
         return False
     family.revoked_at = now
     family.revoked_reason = "logout"
