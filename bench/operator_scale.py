@@ -57,12 +57,13 @@ def fast_result(pod: dict[str, Any]) -> FastResult:
         result: dict[str, Any] = PROBE
     elif command == "rendition":
         name = args[args.index("--name") + 1]
+        width = int(args[args.index("--width") + 1])
         height = int(args[args.index("--height") + 1])
         result = {
             "renditions": [
                 {
                     "name": name,
-                    "width": height * 16 // 9 // 2 * 2,
+                    "width": width,
                     "height": height,
                     "bitrate": 500000,
                     "bytes": 100000,

@@ -79,7 +79,8 @@ def transcoded(
     minio_server.client().upload_file(str(source), s3_bucket, prefix + "source/source.mp4")
     src, dest = f"s3://{s3_bucket}/{prefix}source/source.mp4", f"s3://{s3_bucket}/{prefix}"
     rendition = _transcode(
-        ["rendition", "--source", src, "--dest", dest, "--name", "120p", "--height", "120"],
+        ["rendition", "--source", src, "--dest", dest, "--name", "120p", "--width", "160",
+         "--height", "120"],
         minio_server,
         s3_bucket,
         tmp_path / "rendition",

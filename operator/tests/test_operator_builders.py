@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
-from videoflix_core.ladder import DEFAULT_LADDER, Rung
+from videoflix_core.ladder import DEFAULT_LADDER, Rung, plan_ladder
 from videoflix_core.status import LADDER, PROBE, THUMBNAIL, rendition_step
-from videoflix_core.transcode import VideoTranscodeSpec
+from videoflix_core.transcode import ProbeResult, VideoTranscodeSpec
 from videoflix_operator.builders import Owner, build_job, job_name, transcoder_args
 from videoflix_operator.config import OperatorSettings
 
@@ -20,6 +20,9 @@ SPEC = VideoTranscodeSpec.model_validate(
 )
 OWNER = Owner(name="video-42", namespace="vf", uid="uid-1")
 SETTINGS = OperatorSettings(namespace="vf", transcoder_image="registry/videoflix-transcoder:1")
+# Jobs are built from planned rungs (aggregate → plan_ladder), which carry their exact size.
+PLANNED = plan_ladder(ProbeResult(duration_seconds=3.0, width=1920, height=1080), DEFAULT_LADDER)
+PORTRAIT = plan_ladder(ProbeResult(duration_seconds=3.0, width=720, height=1280), DEFAULT_LADDER)
 
 
 def job(step: str, rungs: list[Rung] | None = None) -> dict[str, Any]:
@@ -70,7 +73,7 @@ def test_transcoder_cli_follows_the_contract() -> None:
     src, dest = "s3://media/videos/42/source/a.mp4", "s3://media/videos/42/"
     assert transcoder_args(PROBE, SPEC, []) == ["probe", "--source", src]
     assert transcoder_args(THUMBNAIL, SPEC, []) == ["thumbnail", "--source", src, "--dest", dest]
-    rung = DEFAULT_LADDER[2]
+    rung = PLANNED[2]
     assert transcoder_args(rendition_step("720p"), SPEC, [rung]) == [
         "rendition",
         "--source",
@@ -79,6 +82,8 @@ def test_transcoder_cli_follows_the_contract() -> None:
         dest,
         "--name",
         "720p",
+        "--width",
+        "1280",
         "--height",
         "720",
         "--maxrate",
@@ -88,21 +93,36 @@ def test_transcoder_cli_follows_the_contract() -> None:
         "--audio-bitrate",
         "128",
     ]
-    assert transcoder_args(LADDER, SPEC, list(DEFAULT_LADDER[:2])) == [
+    assert transcoder_args(LADDER, SPEC, list(PLANNED[:2])) == [
         "ladder",
         "--source",
         src,
         "--dest",
         dest,
         "--rung",
-        "120p:120",
+        "120p:214x120",
         "--rung",
-        "360p:360",
+        "360p:640x360",
     ]
 
 
+def test_portrait_jobs_get_the_planned_portrait_sizes() -> None:
+    # The issue: 720x1280 got a 1080p Job the transcoder refused; now 720p is its top rung.
+    assert [r.name for r in PORTRAIT] == ["120p", "360p", "720p"]
+    args = transcoder_args(rendition_step("720p"), SPEC, [PORTRAIT[2]])
+    assert args[args.index("--width") :][:4] == ["--width", "720", "--height", "1280"]
+    ladder = transcoder_args(LADDER, SPEC, PORTRAIT)
+    assert [ladder[i + 1] for i, a in enumerate(ladder) if a == "--rung"] == [
+        "120p:120x214",
+        "360p:360x640",
+        "720p:720x1280",
+    ]
+    with pytest.raises(ValueError, match="no planned size"):
+        transcoder_args(rendition_step("720p"), SPEC, [DEFAULT_LADDER[2]])
+
+
 def test_job_is_owned_labelled_suspended_and_bounded() -> None:
-    j = job(rendition_step("720p"), [DEFAULT_LADDER[2]])
+    j = job(rendition_step("720p"), [PLANNED[2]])
     meta, spec = j["metadata"], j["spec"]
     assert meta["name"] == "video-42-abcd1234-720p"
     assert meta["namespace"] == "vf"
@@ -163,7 +183,7 @@ def test_pod_is_locked_down() -> None:
 
 
 def test_pod_env_scratch_cpu_limit_and_s3_secret() -> None:
-    pod = job(rendition_step("1080p"), [DEFAULT_LADDER[3]])["spec"]["template"]["spec"]
+    pod = job(rendition_step("1080p"), [PLANNED[3]])["spec"]["template"]["spec"]
     [c] = pod["containers"]
     env = {e["name"]: e for e in c["env"]}
     assert env["VIDEOFLIX_SCRATCH_DIR"]["value"] == "/scratch"
@@ -179,8 +199,8 @@ def test_pod_env_scratch_cpu_limit_and_s3_secret() -> None:
 
 
 def test_resources_per_rung_and_fallback_for_custom_rungs() -> None:
-    small = job(rendition_step("120p"), [DEFAULT_LADDER[0]])
-    custom = job(rendition_step("240p"), [Rung("240p", 240)])
+    small = job(rendition_step("120p"), [PLANNED[0]])
+    custom = job(rendition_step("240p"), [Rung("240p", 240, size=(426, 240))])
     res = lambda j: j["spec"]["template"]["spec"]["containers"][0]["resources"]  # noqa: E731
     assert res(small) == SETTINGS.resources["120p"].manifest()
     assert res(custom) == SETTINGS.resources["1080p"].manifest()
@@ -227,7 +247,7 @@ def test_job_pod_scheduling_comes_from_the_environment(monkeypatch: pytest.Monke
     settings = OperatorSettings()
     for step, rungs in (
         (PROBE, []),
-        (rendition_step("360p"), [DEFAULT_LADDER[1]]),
+        (rendition_step("360p"), [PLANNED[1]]),
         (THUMBNAIL, []),
     ):
         pod = build_job(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from videoflix_core.ladder import DEFAULT_LADDER
+from videoflix_core.ladder import DEFAULT_LADDER, plan_ladder
 from videoflix_core.status import spec_hash
-from videoflix_core.transcode import Phase, VideoTranscodeSpec, VideoTranscodeStatus
+from videoflix_core.transcode import Phase, ProbeResult, VideoTranscodeSpec, VideoTranscodeStatus
 from videoflix_operator.builders import Owner, build_job
 from videoflix_operator.config import OperatorSettings
 from videoflix_operator.plan import (
@@ -75,6 +75,7 @@ FAILED = {
     ],
 }
 PROBE_RESULT = {"durationSeconds": 2.0, "width": 854, "height": 480, "rotation": 0}
+PLANNED = plan_ladder(ProbeResult.model_validate(PROBE_RESULT), DEFAULT_LADDER)
 
 
 def created_steps(actions: Any) -> set[str]:
@@ -139,6 +140,11 @@ def test_single_pass_creates_one_ladder_job() -> None:
     assert created_steps(a) == {"ladder"}
     args = a.create[0]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[0] == "ladder" and args.count("--rung") == 2
+    # The sizes planned from the probe (854x480), passed as they are.
+    assert [args[i + 1] for i, a in enumerate(args) if a == "--rung"] == [
+        "120p:214x120",
+        "360p:640x360",
+    ]
 
 
 def test_broken_source_fails_without_creating_more_jobs() -> None:
@@ -204,7 +210,7 @@ def test_observe_job_reads_counts_and_conditions() -> None:
     assert obs.finished == "Failed" and obs.reason == "PodFailurePolicy" and obs.failed == 1
     queued = observe_job(made(s, "probe", suspend=True), None)
     assert queued.suspended and queued.finished is None
-    assert step_key(made(s, "rendition/720p", rungs=[DEFAULT_LADDER[2]])) == "rendition/720p"
+    assert step_key(made(s, "rendition/360p", rungs=[PLANNED[1]])) == "rendition/360p"
     assert step_key({"metadata": {"labels": {}}}) is None
 
 
@@ -333,7 +339,7 @@ def test_progress_pods_are_the_running_pods_of_the_current_spec() -> None:
         spec=s,
         spec_hash=current,
         step="rendition/360p",
-        rungs=[r for r in DEFAULT_LADDER if r.name == "360p"],
+        rungs=[r for r in PLANNED if r.name == "360p"],
         settings=SETTINGS,
     )["spec"]["template"]["metadata"]["labels"]
 

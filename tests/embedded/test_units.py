@@ -15,10 +15,11 @@ from videoflix_api.embedded.media import InvalidKey, UrlSigner, key_path, valid_
 from videoflix_api.embedded.runner import failure_message, parse_line, run_step
 from videoflix_api.embedded.storage import LocalStorage
 from videoflix_core.db import Video
-from videoflix_core.ladder import DEFAULT_LADDER
+from videoflix_core.ladder import DEFAULT_LADDER, plan_ladder
 from videoflix_core.status import PROBE, THUMBNAIL, rendition_step
 from videoflix_core.transcode import (
     Phase,
+    ProbeResult,
     RenditionStatus,
     StepPhase,
     ThumbnailStatus,
@@ -35,22 +36,29 @@ def test_step_args_use_storage_keys_as_paths() -> None:
         "thumbnail",
         ["--source", "videos/7/source/a.mp4", "--dest", "videos/7/"],
     )
-    rung = next(r for r in DEFAULT_LADDER if r.name == "720p")
+    # A portrait phone video: the planned 720p is 720x1280 and goes to the transcoder as such.
+    planned = plan_ladder(ProbeResult(duration_seconds=3.0, width=720, height=1280), DEFAULT_LADDER)
+    rung = next(r for r in planned if r.name == "720p")
     command, args = step_args(rendition_step("720p"), spec, rung)
     assert command == "rendition"
-    assert args[:8] == [
+    assert args[:10] == [
         "--source",
         "videos/7/source/a.mp4",
         "--dest",
         "videos/7/",
         "--name",
         "720p",
-        "--height",
+        "--width",
         "720",
+        "--height",
+        "1280",
     ]
     # The very overrides the operator's Jobs get (kbit/s integers).
-    assert args[8:] == ["--maxrate", "3000", "--bufsize", "6000", "--audio-bitrate", "128"]
-    assert args[8:] == rung.cli_args()
+    assert args[10:] == ["--maxrate", "3000", "--bufsize", "6000", "--audio-bitrate", "128"]
+    assert args[10:] == rung.cli_args()
+    assert "1080p" not in [r.name for r in planned]  # no upscale of the 720-wide picture
+    with pytest.raises(ValueError, match="no planned size"):
+        step_args(rendition_step("720p"), spec, DEFAULT_LADDER[2])
     with pytest.raises(ValueError):
         step_args("ladder", spec, None)
 
@@ -185,6 +193,8 @@ def test_run_step_reports_result_progress_and_bad_input(tmp_path: Path, sample_v
                 f"{tmp_path}/out/",
                 "--name",
                 "120p",
+                "--width",
+                "214",
                 "--height",
                 "120",
             ],

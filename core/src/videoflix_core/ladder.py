@@ -1,8 +1,9 @@
-"""The rendition ladder and the plan of which rungs fit one source.
+"""The rendition ladder and the plan of which rungs fit one source, at which exact size.
 
-Never upscale: a rung taller than the source (as displayed, i.e. after rotation) is dropped,
-because it
-would only cost storage and bandwidth for no extra detail.
+The one place with the fit rule: a rung's height is the short side of the displayed picture
+(rotation and pixel aspect applied), aspect kept, both sides even, never upscaled (a bigger rung
+would only cost storage and bandwidth for no extra detail). The operator and the embedded runner
+pass the planned size to the transcoder, which encodes it without re-deciding.
 """
 
 from __future__ import annotations
@@ -18,11 +19,20 @@ class Rung:
     """One planned rendition with its encoder rates in kbit/s (None: the transcoder's default)."""
 
     name: str
-    height: int
+    height: int  # the short side the rung stands for ("720p": 720), portrait or landscape
     video_bitrate: int | None = None
     maxrate: int | None = None
     bufsize: int | None = None
     audio_bitrate: int | None = None
+    # The exact output (width, height) as displayed, set by plan_ladder: portrait 720p is 720x1280.
+    size: tuple[int, int] | None = None
+
+    @property
+    def planned_size(self) -> tuple[int, int]:
+        """The planned output size; a ladder rung that was never planned has none."""
+        if self.size is None:
+            raise ValueError(f"rung {self.name} has no planned size (use plan_ladder)")
+        return self.size
 
     def cli_args(self) -> list[str]:
         """The transcoder's override flags for this rung (only the ones that are set)."""
@@ -76,30 +86,45 @@ def ladder_from_spec(
 def plan_ladder(
     probe: ProbeResult, ladder: Iterable[Rung], include_source_height: bool = False
 ) -> list[Rung]:
-    """The rungs to encode for this source, lowest first.
+    """The rungs to encode for this source, lowest first, each with its exact output size.
 
-    Only rungs no taller than the displayed source survive. A source smaller than every rung still
-    gets one rendition (the smallest rung at the source's own even height) so it stays playable.
-    With `include_source_height`, a source between rungs (e.g. 480p) also gets a rung at its height.
+    Only rungs no larger than the displayed source's short side survive. A source smaller than
+    every rung still gets one rendition (the smallest rung at the source's own even size) so it
+    stays playable. With `include_source_height`, a source between rungs (e.g. 480p) also gets a
+    rung at its own short side.
     """
     rungs = sorted(ladder, key=lambda r: (r.height, r.name))
     if not rungs:
         return []
-    _, display_height = probe.display_size
-    if display_height <= 0:
-        raise ValueError("the probe found no video picture (height 0)")
-    fitting = [r for r in rungs if r.height <= display_height]
+    width, height = probe.display_size
+    if width <= 0 or height <= 0:
+        raise ValueError("the probe found no video picture (size 0)")
+    short = min(width, height)
+    even_short = max(2, short - short % 2)
+    fitting = [r for r in rungs if r.height <= short]
     if not fitting:
-        return [replace(rungs[0], height=max(2, display_height - display_height % 2))]
-    even_height = display_height - display_height % 2
-    if include_source_height and fitting[-1].height < even_height and len(fitting) < len(rungs):
+        fitting = [replace(rungs[0], height=even_short)]
+    elif include_source_height and fitting[-1].height < even_short and len(fitting) < len(rungs):
         above = rungs[len(fitting)]
-        fitting.append(replace(above, name=f"{even_height}p", height=even_height))
-    return fitting
+        fitting.append(replace(above, name=f"{even_short}p", height=even_short))
+    return [replace(r, size=output_size(probe, r.height)) for r in fitting]
 
 
-def output_size(probe: ProbeResult, height: int) -> tuple[int, int]:
-    """(width, height) of a rendition: aspect kept, both even as H.264 4:2:0 requires."""
-    width, source_height = probe.display_size
-    scaled = int(width * height / source_height / 2 + 0.5) * 2  # half up, not to even
-    return max(2, scaled), height
+def _even(value: float) -> int:
+    return max(2, int(value / 2 + 0.5) * 2)  # half up, not to even: stable across platforms
+
+
+def output_size(probe: ProbeResult, short_side: int) -> tuple[int, int]:
+    """(width, height) of a rendition whose short side is `short_side`, as displayed.
+
+    Aspect kept, both even as H.264 4:2:0 requires; at (or within a pixel of) the source's own
+    short side it is the source's size made even, so an odd source never scales by a fraction.
+    """
+    width, height = probe.display_size
+    short = min(width, height)
+    if short_side >= short - 1:
+        return max(2, width - width % 2), max(2, height - height % 2)
+    side = short_side - short_side % 2
+    if width >= height:
+        return _even(side * width / height), side
+    return side, _even(side * height / width)

@@ -199,9 +199,9 @@ class ProbeResult(_Observed):
 
     @property
     def display_size(self) -> tuple[int, int]:
-        """(width, height) as shown to the viewer: a phone video rotated by 90° is portrait."""
-        if abs(self.rotation) % 180 == 90:
-            return self.height, self.width
+        """(width, height) as shown to the viewer. The transcoder's probe already reports the
+        displayed size (rotation and pixel aspect applied; `rotation` is informational), so
+        swapping again here would turn a portrait phone video back to landscape."""
         return self.width, self.height
 
 

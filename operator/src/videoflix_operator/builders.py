@@ -102,9 +102,11 @@ def transcoder_args(step: str, spec: VideoTranscodeSpec, rungs: Sequence[Rung]) 
     if kind == LADDER:
         args = ["ladder", "--source", source, "--dest", dest]
         for rung in rungs:
-            args += ["--rung", f"{rung.name}:{rung.height}"]
+            width, height = rung.planned_size  # the planner's exact size, never re-decided
+            args += ["--rung", f"{rung.name}:{width}x{height}"]
         return args
     [rung] = rungs
+    width, height = rung.planned_size
     return [
         "rendition",
         "--source",
@@ -113,8 +115,10 @@ def transcoder_args(step: str, spec: VideoTranscodeSpec, rungs: Sequence[Rung]) 
         dest,
         "--name",
         rung.name,
+        "--width",
+        str(width),
         "--height",
-        str(rung.height),
+        str(height),
         *rung.cli_args(),
     ]
 

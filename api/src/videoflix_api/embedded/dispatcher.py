@@ -93,14 +93,17 @@ def step_args(step: str, spec: VideoTranscodeSpec, rung: Rung | None) -> tuple[s
     if step == THUMBNAIL:
         return "thumbnail", source + dest
     if step.startswith(RENDITION_PREFIX) and rung is not None:
-        # rung.cli_args(): the very overrides the operator puts into its Jobs.
+        # The planned size and rung.cli_args(): the very arguments of the operator's Jobs.
+        width, height = rung.planned_size
         return "rendition", [
             *source,
             *dest,
             "--name",
             rung.name,
+            "--width",
+            str(width),
             "--height",
-            str(rung.height),
+            str(height),
             *rung.cli_args(),
         ]
     raise ValueError(f"unknown step {step!r}")
