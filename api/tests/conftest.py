@@ -10,9 +10,11 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
@@ -85,6 +87,21 @@ def serve(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def live_login(url: str, account: Account) -> dict[str, str]:
+    """Sign in at a `serve`d app; the cookie values it set, to send by hand (they are Secure, and
+    the live server speaks plain HTTP on loopback)."""
+    response = httpx.post(
+        url + "/users/login/",
+        json={"email": account.email, "password": account.password},
+        headers={"Origin": "https://app.videoflix.test"},
+    )
+    assert response.status_code == 200, response.text
+    jar: SimpleCookie = SimpleCookie()
+    for header in response.headers.get_list("set-cookie"):
+        jar.load(header)
+    return {name: morsel.value for name, morsel in jar.items()}
 
 
 @pytest.fixture

@@ -148,7 +148,13 @@ def create_app(
         allow_credentials=True,
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
         allow_headers=["Content-Type", "X-Retry", "X-Request-ID", "Authorization"],
-        expose_headers=["X-Request-ID", "X-Next-Cursor", "Link", "Retry-After"],
+        expose_headers=[
+            "X-Request-ID",
+            "X-Next-Cursor",
+            "Link",
+            "Retry-After",
+            "X-Videoflix-Quality",
+        ],
         max_age=600,
     )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)

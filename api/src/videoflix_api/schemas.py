@@ -118,7 +118,11 @@ class FavoriteToggle(BaseModel):
 
 
 class VideoUrl(BaseModel):
-    url: str
+    url: str = Field(description="Presigned (or public) URL of a progressive MP4.")
+    quality: str = Field(
+        description="The quality served: the one asked for, or the best finished one at or "
+        "below it (the lowest when none is lower). Also in the `X-Videoflix-Quality` header."
+    )
 
 
 class Categories(BaseModel):

@@ -16,6 +16,7 @@ from videoflix_api.deps import BaseUrlDep, CurrentUser, SessionDep, SettingsDep,
 from videoflix_api.errors import FieldErrors
 from videoflix_api.schemas import (
     Categories,
+    Detail,
     FavoriteToggle,
     RenditionInfo,
     VideoDetail,
@@ -177,21 +178,35 @@ def favorites(user: CurrentUser, session: SessionDep) -> list[int]:
     return favorite_ids(session, user.id)
 
 
-@content.get("/video-url/{video_id}/", response_model=VideoUrl)
+QUALITY_HEADER = "X-Videoflix-Quality"
+
+
+@content.get(
+    "/video-url/{video_id}/",
+    response_model=VideoUrl,
+    responses={404: {"model": Detail, "description": "No such video, or nothing playable yet."}},
+)
 def video_url(
     video_id: int,
     user: CurrentUser,
     session: SessionDep,
     settings: SettingsDep,
     storage: StorageDep,
+    response: Response,
     quality: QualityName | None = None,
 ) -> VideoUrl:
-    """A short-lived URL of one quality as progressive MP4 (404 when that quality isn't there).
+    """A URL of one quality as progressive MP4, valid for the whole viewing.
 
-    Without `quality`, the best finished one.
+    A quality this video lacks is answered with the best finished one at or below it (the
+    lowest when none is lower), named in `quality` and the `X-Videoflix-Quality` header; without
+    `quality`, the best finished one. 404 only when nothing is playable yet.
     """
     video = require_video(session, video_id)
-    return VideoUrl(url=_rendition_url(video, quality, settings, storage))
+    served = svc.playable_quality(video.converted_files or {}, quality)
+    if served is None:
+        raise HTTPException(404, "This video is not playable yet.")
+    response.headers[QUALITY_HEADER] = served
+    return VideoUrl(url=_rendition_url(video, served, settings, storage), quality=served)
 
 
 def _rendition_url(video: Video, quality: str | None, settings: Settings, storage: Storage) -> str:

@@ -146,6 +146,36 @@ def best_rendition(converted: dict[str, Any]) -> str | None:
     )
 
 
+def rung_lines(name: str, info: dict[str, Any]) -> int:
+    """A quality's rung in lines: the number in its name (`720p`, the short side, also for a
+    portrait video whose displayed height is larger), else its height."""
+    digits = name[:-1] if name.endswith("p") else ""
+    return int(digits) if digits.isdigit() else int(info.get("height") or 0)
+
+
+def playable_quality(converted: dict[str, Any], asked: str | None) -> str | None:
+    """The quality to serve when `asked` is requested: that one when it is finished, else the
+    best one below it, else the lowest above it; the best one when nothing is asked; None when
+    nothing is playable yet.
+
+    The client picks `asked` from the browser's bandwidth estimate alone, without knowing what
+    this video has, so a missing quality must degrade gracefully instead of failing playback.
+    """
+    playable = {name: info for name, info in converted.items() if info.get("file")}
+    if not playable:
+        return None
+    if asked is None:
+        return best_rendition(playable)
+    if asked in playable:
+        return asked
+    wanted = rung_lines(asked, {})
+    lines = {name: rung_lines(name, info) for name, info in playable.items()}
+    lower = [name for name in playable if lines[name] <= wanted]
+    if lower:
+        return max(lower, key=lambda name: (lines[name], name))
+    return min(playable, key=lambda name: (lines[name], name))
+
+
 def dispatch(session: Session, dispatcher: Dispatcher, video: Video) -> None:
     """Hand the committed row to the pipeline; on failure the row says `error` with the reason.
 
