@@ -80,7 +80,7 @@ class Settings(BaseSettings):
         default=5,
         ge=0,
         description="A refresh token presented again within this many seconds of its rotation is "
-        "refused without revoking the session (parallel tabs), later it counts as theft.",
+        "answered with the same successor (parallel requests), later it counts as theft.",
     )
     cookie_secure: bool = True
     cookie_samesite: Literal["lax", "strict", "none"] = "lax"
@@ -141,6 +141,17 @@ class Settings(BaseSettings):
         return list(dict.fromkeys(origins))
 
 
+    # The unchanged Angular client cannot page, so `/content/` without `limit`/`cursor` streams the
+    # whole catalogue; a deployment whose clients page can cap that.
+    content_max_items: int = Field(
+        default=0,
+        ge=0,
+        description="Most videos `/content/` returns without `limit`/`cursor` (0: all, streamed); "
+        "when more exist, X-Next-Cursor and Link name the next page.",
+    )
+    content_stream_batch: int = Field(
+        default=500, ge=1, le=10_000, description="Rows fetched per query while streaming it."
+    )
 def check_production(settings: Settings) -> list[str]:
     """What makes `settings` unsafe outside dev mode (empty when fine)."""
     problems = []

@@ -3,11 +3,12 @@ thumbnails, progressive files and HLS playlists."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Annotated
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, HTTPException, Query, Response
-from fastapi.responses import RedirectResponse
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi.responses import RedirectResponse, StreamingResponse
 from videoflix_core.db import Video
 from videoflix_core.states import ProcessingState
 
@@ -130,8 +131,41 @@ StateQ = Annotated[ProcessingState | None, Query()]
 SearchQ = Annotated[str | None, Query(max_length=100, description="Title contains")]
 
 
+def next_page_headers(
+    base: str, cursor: str, filters: svc.VideoFilter, limit: int | None
+) -> dict[str, str]:
+    """`X-Next-Cursor` and a `Link: rel="next"` that keeps the request's filters and page size."""
+    params = {
+        "category": filters.category,
+        "processing_state": filters.state.value if filters.state else None,
+        "search": filters.search,
+        "limit": limit,
+        "cursor": cursor,
+    }
+    query = urlencode({k: v for k, v in params.items() if v is not None})
+    return {"X-Next-Cursor": cursor, "Link": f'<{base}/content/?{query}>; rel="next"'}
+
+
+def json_array(items: Iterable[bytes], chunk_bytes: int = 64 * 1024) -> Iterator[bytes]:
+    """The JSON array of already encoded `items`, in chunks of about `chunk_bytes` (one chunk per
+    item would cost a thread hop and a socket write each)."""
+    chunk = bytearray(b"[")
+    first = True
+    for item in items:
+        if not first:
+            chunk += b","
+        chunk += item
+        first = False
+        if len(chunk) >= chunk_bytes:
+            yield bytes(chunk)
+            chunk.clear()
+    chunk += b"]"
+    yield bytes(chunk)
+
+
 @content.get("/", response_model=list[VideoPublic])
 def content_list(
+    request: Request,
     user: CurrentUser,
     session: SessionDep,
     settings: SettingsDep,
@@ -143,12 +177,17 @@ def content_list(
     category: CategoryQ = None,
     processing_state: StateQ = None,
     search: SearchQ = None,
-) -> list[VideoPublic]:
-    """The newest videos as a bare list (the frontend's shape).
+) -> list[VideoPublic] | StreamingResponse:
+    """All videos, newest first, as a bare list (the frontend's shape; it cannot page).
 
-    Pages by keyset: when more exist, the `X-Next-Cursor` header (and a `Link: rel="next"`) names
-    the next page; `/videos/` offers the same with the cursor in the body.
+    Without `limit` and `cursor` the whole catalogue is streamed; a deployment may cap it
+    (`VIDEOFLIX_CONTENT_MAX_ITEMS`). Paging is opt-in with `limit`/`cursor` (keyset): when more
+    exist, the `X-Next-Cursor` header and a `Link: rel="next"` (keeping the filters) name the next
+    page; `/videos/` offers the same with the cursor in the body.
     """
+    filters = svc.VideoFilter(category, processing_state, search)
+    if limit is None and cursor is None:
+        return _catalogue(request, session, settings, storage, base, filters)
     rows, next_cursor = _page(
         session,
         settings,
@@ -159,9 +198,37 @@ def content_list(
         search=search,
     )
     if next_cursor:
-        response.headers["X-Next-Cursor"] = next_cursor
-        response.headers["Link"] = f'<{base}/content/?cursor={next_cursor}>; rel="next"'
+        response.headers.update(next_page_headers(base, next_cursor, filters, limit))
     return [video_public(v, settings, storage, base) for v in rows]
+
+
+def _catalogue(
+    request: Request,
+    session: SessionDep,
+    settings: Settings,
+    storage: Storage,
+    base: str,
+    filters: svc.VideoFilter,
+) -> StreamingResponse:
+    # Streamed: the rows are read in batches while the body is written, so memory does not grow
+    # with the catalogue. Each item is the same JSON as in a page of the list.
+    cap = settings.content_max_items
+    headers: dict[str, str] = {}
+    if cap:
+        next_cursor = svc.cursor_after(session, filters, cap)
+        if next_cursor:
+            headers = next_page_headers(base, next_cursor, filters, None)
+    videos = svc.iter_videos(
+        request.app.state.sessionmaker,
+        filters,
+        batch=settings.content_stream_batch,
+        max_items=cap,
+    )
+    items = (
+        video_public(v, settings, storage, base).model_dump_json(by_alias=True).encode()
+        for v in videos
+    )
+    return StreamingResponse(json_array(items), media_type="application/json", headers=headers)
 
 
 @content.post("/add-favorite/", response_model=list[int])

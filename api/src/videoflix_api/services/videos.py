@@ -6,11 +6,12 @@ import base64
 import binascii
 import json
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import delete, func, select, tuple_
+from sqlalchemy import Select, delete, func, select, tuple_
 from sqlalchemy.orm import Session
 from videoflix_core import storage as keys
 from videoflix_core.db import Favorite, Video
@@ -20,6 +21,9 @@ from videoflix_api.dispatch import Dispatcher, DispatchError
 from videoflix_api.services.storage import Storage, StorageError
 
 log = logging.getLogger(__name__)
+
+
+_Query = TypeVar("_Query", bound=Select[*tuple[Any, ...]])
 
 
 class InvalidCursor(ValueError):
@@ -51,15 +55,8 @@ class VideoFilter:
     favorites_of: int | None = None
 
 
-def list_videos(
-    session: Session, filters: VideoFilter, *, limit: int, cursor: str | None = None
-) -> tuple[list[Video], str | None]:
-    """One page, newest first, and the cursor of the next page (None on the last one).
-
-    Keyset pagination over (created_at, id), backed by the composite indexes, so page 2,000 costs
-    what page 1 costs; an OFFSET would scan every skipped row.
-    """
-    query = select(Video)
+def _filtered(filters: VideoFilter, query: _Query) -> _Query:
+    """`query` restricted to `filters`, newest first (ties broken by id, as the cursor is)."""
     if filters.category is not None:
         query = query.where(Video.category == filters.category)
     if filters.state is not None:
@@ -71,16 +68,61 @@ def list_videos(
         query = query.join(Favorite, Favorite.video_id == Video.id).where(
             Favorite.user_id == filters.favorites_of
         )
+    return query.order_by(Video.created_at.desc(), Video.id.desc())
+
+
+def list_videos(
+    session: Session, filters: VideoFilter, *, limit: int, cursor: str | None = None
+) -> tuple[list[Video], str | None]:
+    """One page, newest first, and the cursor of the next page (None on the last one).
+
+    Keyset pagination over (created_at, id), backed by the composite indexes, so page 2,000 costs
+    what page 1 costs; an OFFSET would scan every skipped row.
+    """
+    query = select(Video)
     if cursor:
         created_at, video_id = decode_cursor(cursor)
         query = query.where(tuple_(Video.created_at, Video.id) < tuple_(created_at, video_id))
-    rows = list(
-        session.scalars(query.order_by(Video.created_at.desc(), Video.id.desc()).limit(limit + 1))
-    )
+    rows = list(session.scalars(_filtered(filters, query).limit(limit + 1)))
     if len(rows) > limit:
         last = rows[limit - 1]
         return rows[:limit], encode_cursor(last.created_at, last.id)
     return rows, None
+
+
+def iter_videos(
+    sessionmaker: Callable[[], Session],
+    filters: VideoFilter,
+    *,
+    batch: int,
+    max_items: int = 0,
+) -> Iterator[Video]:
+    """Every matching video newest first (at most `max_items` when > 0), `batch` rows at a time.
+
+    For a response streamed while the client reads it: each batch is one keyset page in its own
+    short session, closed before its rows are handed out, so memory stays flat in the number of
+    rows and no transaction stays open while a slow client reads.
+    """
+    cursor: str | None = None
+    left = max_items if max_items > 0 else None
+    while left is None or left > 0:
+        size = batch if left is None else min(batch, left)
+        with sessionmaker() as session:
+            rows, cursor = list_videos(session, filters, limit=size, cursor=cursor)
+        yield from rows
+        if left is not None:
+            left -= len(rows)
+        if cursor is None:
+            return
+
+
+def cursor_after(session: Session, filters: VideoFilter, count: int) -> str | None:
+    """The cursor of the page that follows the first `count` videos, None when there are no more
+    (what a capped catalogue names as its next page before it starts streaming)."""
+    # Only the keys of the last row and of the one after it (the index alone answers this).
+    query = _filtered(filters, select(Video.created_at, Video.id))
+    keys = session.execute(query.offset(count - 1).limit(2)).all()
+    return encode_cursor(keys[0].created_at, keys[0].id) if len(keys) == 2 else None
 
 
 def categories(session: Session) -> list[str]:
