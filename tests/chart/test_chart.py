@@ -608,7 +608,8 @@ def test_monitoring_objects_behind_values(default_objects: list[Obj]) -> None:
         assert monitor["metadata"]["labels"]["release"] == "prometheus"
     rule = find(objects, "PrometheusRule")
     alerts = {r["alert"]: r for r in rule["spec"]["groups"][0]["rules"]}
-    assert set(alerts) == {
+    # Each alert's behaviour is tested by promtool in tests/ops/test_rules.py.
+    assert set(alerts) >= {
         "VideoflixTranscodesFailing",
         "VideoflixTranscodeQueueGrowing",
         "VideoflixApi5xx",

@@ -90,12 +90,44 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
+        # dependency: database or s3 (see `dependency_of`); the operator exports the same name.
+        self.dependency_errors = Counter(
+            "videoflix_dependency_errors",
+            "Calls to the database or S3 that failed",
+            ["dependency"],
+            registry=self.registry,
+        )
         self.rate_limited = Counter(
             "videoflix_rate_limited",
             "Requests refused by a rate limit",
             ["scope"],
             registry=self.registry,
         )
+
+
+_DEPENDENCIES = {
+    "sqlalchemy": "database",
+    "psycopg": "database",
+    "psycopg_pool": "database",
+    "botocore": "s3",
+    "boto3": "s3",
+    "s3transfer": "s3",
+}
+
+
+def dependency_of(exc: BaseException) -> str | None:
+    """The dependency an unhandled error came from (by the raising library), None if neither.
+
+    Follows the cause chain: a wrapped driver error still counts against its dependency."""
+    seen: BaseException | None = exc
+    for _ in range(10):  # cause chains are short; the bound guards against cycles
+        if seen is None:
+            return None
+        found = _DEPENDENCIES.get(type(seen).__module__.split(".")[0])
+        if found is not None:
+            return found
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def route_template(scope: Scope) -> str:
@@ -139,6 +171,11 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except Exception as exc:
+            dependency = dependency_of(exc)
+            if dependency is not None:
+                self.metrics.dependency_errors.labels(dependency).inc()
+            raise
         finally:
             elapsed = time.perf_counter() - start
             route = route_template(scope)

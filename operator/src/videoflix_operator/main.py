@@ -57,7 +57,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=cfg.io_threads, thread_name_prefix="videoflix-io")
     )
-    metrics.start(cfg.metrics_port)
+    metrics.start(cfg.metrics_port, cfg.max_running_jobs)
     reconciler = Reconciler(
         settings=cfg,
         kube=Kube.from_environment(pool_size=cfg.io_threads),

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter as Tally
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
-from videoflix_core.transcode import Phase, StepPhase, VideoTranscodeStatus
+from videoflix_core.transcode import Phase, StepPhase, StepStatus, VideoTranscodeStatus
 
 TRANSCODES = Gauge("videoflix_transcodes", "VideoTranscodes by phase", ["phase"])
 JOBS_CREATED = Counter("videoflix_jobs_created_total", "Jobs created", ["step", "rendition"])
@@ -24,7 +27,14 @@ ENCODE_SPEED = Histogram(
     ["rendition"],
     buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32),
 )
+# kind: database, s3 or cluster (what the reconcile could not reach; see `error_kind`).
 RECONCILE_ERRORS = Counter("videoflix_reconcile_errors_total", "Failed reconciles", ["kind"])
+# Same name and label as the API's counter, so one alert covers both components.
+DEPENDENCY_ERRORS = Counter(
+    "videoflix_dependency_errors_total",
+    "Calls to the database or S3 that failed",
+    ["dependency"],
+)
 RECONCILE_SECONDS = Histogram(
     "videoflix_reconcile_duration_seconds",
     "Time of one reconcile",
@@ -32,35 +42,114 @@ RECONCILE_SECONDS = Histogram(
 )
 QUEUE_DEPTH = Gauge("videoflix_queue_depth", "Transcode Jobs suspended behind the cap")
 RUNNING_JOBS = Gauge("videoflix_running_jobs", "Transcode Jobs running (not suspended)")
+MAX_RUNNING_JOBS = Gauge("videoflix_max_running_jobs", "Cap on transcode Jobs running at once")
+# Heartbeat: an operator that is up (scraped) but no longer reconciles keeps an old value.
+LAST_RECONCILE = Gauge(
+    "videoflix_last_reconcile_timestamp_seconds", "Unix time the last reconcile pass finished"
+)
+OLDEST_ACTIVE_AGE = Gauge(
+    "videoflix_oldest_active_transcode_age_seconds",
+    "Age of the oldest VideoTranscode not yet Succeeded or Failed (0: none)",
+)
+OLDEST_RUNNING_STEP_AGE = Gauge(
+    "videoflix_oldest_running_step_age_seconds",
+    "How long the longest-running transcode step (Job) has been running (0: none)",
+)
 
-_phases: dict[str, str] = {}
+
+@dataclass(frozen=True)
+class Tracked:
+    """What the alerts need to know of one CR; no per-video label is ever exported."""
+
+    phase: str
+    created: float | None  # unix time of the CR's creation
+    running_since: float | None  # unix time the oldest of its running steps started
 
 
-def start(port: int) -> None:
+_tracked: dict[str, Tracked] = {}
+
+
+def start(port: int, max_running_jobs: int = 0) -> None:
+    MAX_RUNNING_JOBS.set(max_running_jobs)
+    # Ages are computed when scraped, so they grow while nothing reconciles (that is the point).
+    OLDEST_ACTIVE_AGE.set_function(lambda: oldest_ages(_tracked.values(), time.time())[0])
+    OLDEST_RUNNING_STEP_AGE.set_function(lambda: oldest_ages(_tracked.values(), time.time())[1])
     if port:
         start_http_server(port)
 
 
-def track_phase(key: str, phase: str | None) -> None:
-    """Remember the phase of one CR (None: gone) and refresh the by-phase gauge."""
-    if phase is None:
-        _phases.pop(key, None)
+def reconciled() -> None:
+    LAST_RECONCILE.set_to_current_time()
+
+
+def error_kind(exc: BaseException, database: bool) -> str:
+    """What a failed reconcile could not reach: `database` (the caller knows it was the row
+    write), `s3` (botocore raised), else `cluster` (the Kubernetes API)."""
+    if database:
+        return "database"
+    module = type(exc).__module__.split(".")[0]
+    if module in ("botocore", "boto3", "s3transfer"):
+        return "s3"
+    return "cluster"
+
+
+def count_error(exc: BaseException, database: bool = False) -> None:
+    kind = error_kind(exc, database)
+    RECONCILE_ERRORS.labels(kind=kind).inc()
+    if kind != "cluster":
+        DEPENDENCY_ERRORS.labels(dependency=kind).inc()
+
+
+def _timestamp(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _steps(status: VideoTranscodeStatus) -> list[StepStatus]:
+    steps: list[StepStatus] = [*(status.renditions or {}).values()]
+    return steps + [s for s in (status.probe, status.thumbnail) if s is not None]
+
+
+def tracked(status: VideoTranscodeStatus, created: str | None) -> Tracked:
+    starts = [
+        t
+        for step in _steps(status)
+        if step.phase == StepPhase.RUNNING and (t := _timestamp(step.started_at)) is not None
+    ]
+    return Tracked(str(status.phase), _timestamp(created), min(starts, default=None))
+
+
+def oldest_ages(items: Iterable[Tracked], now: float) -> tuple[float, float]:
+    """(age of the oldest unfinished CR, age of the oldest running step), 0 when there is none."""
+    active = [t for t in items if not Phase(t.phase).is_final]
+    created = [t.created for t in active if t.created is not None]
+    running = [t.running_since for t in active if t.running_since is not None]
+    return (
+        max(0.0, now - min(created)) if created else 0.0,
+        max(0.0, now - min(running)) if running else 0.0,
+    )
+
+
+def track(key: str, status: VideoTranscodeStatus | None, created: str | None = None) -> None:
+    """Remember one CR (None: gone) and refresh the by-phase gauge."""
+    if status is None:
+        _tracked.pop(key, None)
     else:
-        _phases[key] = phase
-    counts = Tally(_phases.values())
+        _tracked[key] = tracked(status, created)
+    counts = Tally(t.phase for t in _tracked.values())
     for p in Phase:
         TRANSCODES.labels(phase=p.value).set(counts.get(p.value, 0))
 
 
 def _seconds(start: str | None, end: str | None) -> float | None:
-    if not start or not end:
+    a, b = _timestamp(start), _timestamp(end)
+    if a is None or b is None:
         return None
-    try:
-        a = datetime.fromisoformat(start.replace("Z", "+00:00"))
-        b = datetime.fromisoformat(end.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return max(0.0, (b - a).total_seconds())
+    return max(0.0, b - a)
 
 
 def observe_transitions(before: VideoTranscodeStatus | None, after: VideoTranscodeStatus) -> None:

@@ -114,14 +114,15 @@ class Reconciler:
                 started = time.perf_counter()
                 try:
                     await self._reconcile_once(namespace, name)
-                except NotSynced:
-                    metrics.RECONCILE_ERRORS.labels(kind="database").inc()
+                except NotSynced as exc:
+                    metrics.count_error(exc, database=True)
                     raise
-                except Exception:
-                    metrics.RECONCILE_ERRORS.labels(kind="cluster").inc()
+                except Exception as exc:
+                    metrics.count_error(exc)
                     raise
                 finally:
                     metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+                    metrics.reconciled()
                 if key not in self._again:
                     break
 
@@ -216,7 +217,7 @@ class Reconciler:
         if patch:  # unchanged status, no write: no watch event, no churn
             await self.kube.patch_transcode_status(namespace, name, patch)
         metrics.observe_transitions(previous, actions.status)
-        metrics.track_phase(f"{namespace}/{name}", str(actions.status.phase))
+        metrics.track(f"{namespace}/{name}", actions.status, owner.created)
         for note in actions.events:
             # A 409 means an earlier pass (or process) created it and said so already.
             if note.reason == "CreatedJob" and note.message.rsplit(" ", 1)[-1] not in created:
@@ -266,7 +267,7 @@ class Reconciler:
             del self._locks[(namespace, name)]
         for job_name in [j for j in self._results if j.startswith(f"{name}-")]:
             del self._results[job_name]
-        metrics.track_phase(f"{namespace}/{name}", None)
+        metrics.track(f"{namespace}/{name}", None)
 
     async def cleanup(self, namespace: str, name: str, spec: VideoTranscodeSpec) -> bool:
         """Finalizer work: stop the Jobs, then delete every object under the video's prefix.
