@@ -167,7 +167,7 @@ ENTRIES: tuple[Entry, ...] = (
           ready(("120p", 214, 120), ("360p", 640, 360))),
     Entry("odd-853x481", "odd-853x481.webm", "odd size 853x481 VP9/Opus",
           (ffmpeg(lavfi_video("testsrc2=size=854x482:rate=15:duration=2"), sine(2),
-                  "-vf", "scale=853:481,format=yuv420p", "-c:v", "libvpx-vp9", "-deadline",
+                  "-vf", "scale=853:481,setsar=1,format=yuv420p", "-c:v", "libvpx-vp9", "-deadline",
                   "realtime", "-cpu-used", "8", "-b:v", "500k",
                   "-pix_fmt", "yuv420p", "-c:a", "libopus", "-shortest"),),
           ready(("120p", 212, 120), ("360p", 638, 360))),

@@ -78,6 +78,7 @@ def test_shape_sources(corpus: dict[str, Path]) -> None:
     for entry_id, size in (("odd-1279x719", (1279, 719)), ("odd-853x481", (853, 481))):
         stream = video(corpus, entry_id)
         assert (stream["width"], stream["height"]) == size
+        assert stream["sample_aspect_ratio"] in ("1:1", None), stream.get("sample_aspect_ratio")
 
 
 def test_audio_layouts(corpus: dict[str, Path]) -> None:
