@@ -149,6 +149,13 @@ def test_ladder_decodes_once_and_aligns_keyframes() -> None:
     assert _after(argv, "-use_editlist") == ["1", "1"]
 
 
+def test_variable_frame_rate_gop_ceiling_follows_the_densest_rate() -> None:
+    source = probe(fps=17.05, max_fps=30.0)
+    outs = plan.plan_outputs(source, [plan.default_rung("360p", 640, 360)], ["/o.mp4"])
+    argv = plan.encode_argv("/s", source, outs)
+    assert _after(argv, "-g") == ["61"] and _after(argv, "-fps_mode") == ["vfr"]
+
+
 def test_source_without_audio_maps_no_audio() -> None:
     source = probe(audio=False)
     outs = plan.plan_outputs(source, [plan.default_rung("360p", 640, 360)], ["/o.mp4"])
@@ -156,6 +163,133 @@ def test_source_without_audio_maps_no_audio() -> None:
     assert "-c:a" not in argv and _after(argv, "-map") == ["[ov0]"]
     assert "-threads" not in argv  # no CPU limit: FFmpeg decides
     assert _after(argv, "-filter_complex")[0].startswith("[0:0]null[v0]")
+
+
+PQ = dict(color_transfer="smpte2084", color_primaries="bt2020", color_space="bt2020nc",
+          color_range="tv", pix_fmt="yuv420p10le", bits=10, video_codec="hevc")
+
+
+def _graph(source: ProbeResult, *sizes: tuple[int, int]) -> str:
+    rungs = [plan.default_rung(f"r{i}", *size) for i, size in enumerate(sizes)]
+    outs = plan.plan_outputs(source, rungs, [f"/o{i}.mp4" for i in range(len(sizes))])
+    return _after(plan.encode_argv("/s", source, outs), "-filter_complex")[0]
+
+
+def test_bt709_source_keeps_the_cheap_scale_path_and_every_output_is_tagged() -> None:
+    source = probe(color_transfer="bt709", color_primaries="bt709", color_space="bt709")
+    assert plan.source_colour(source).is_bt709
+    assert plan.colour_filters(source, 640, 360) == ["scale=640:360", "setsar=1", "format=yuv420p"]
+    rungs = [plan.default_rung("a", 214, 120), plan.default_rung("b", 640, 360)]
+    argv = plan.encode_argv("/s", source, plan.plan_outputs(source, rungs, ["/a", "/b"]))
+    for flag in ("-color_primaries", "-color_trc", "-colorspace"):
+        assert _after(argv, flag) == ["bt709", "bt709"]
+    assert _after(argv, "-color_range") == ["tv", "tv"]
+    assert _after(argv, "-fps_mode") == ["vfr", "vfr"]
+
+
+@pytest.mark.parametrize(
+    ("transfer", "tin"), [("smpte2084", "smpte2084"), ("arib-std-b67", "arib-std-b67")]
+)
+def test_hdr_sources_are_tone_mapped_after_scaling(transfer: str, tin: str) -> None:
+    source = probe(3840, 2160, **{**PQ, "color_transfer": transfer})
+    colour = plan.source_colour(source)
+    assert colour.hdr and (colour.matrix, colour.primaries) == ("bt2020nc", "bt2020")
+    chain = plan.colour_filters(source, 640, 360)
+    # Scaling happens in the first zscale, so the tone-mapper only sees 640x360.
+    assert chain[0] == (
+        f"zscale=w=640:h=360:f=bicubic:tin={tin}:min=bt2020nc:pin=bt2020:rin=tv:t=linear:npl=100"
+    )
+    assert chain[1:] == [
+        "format=gbrpf32le", "zscale=p=bt709", "tonemap=hable:desat=0",
+        "zscale=t=bt709:m=bt709:r=tv", "format=yuv420p", "setsar=1",
+    ]
+    graph = _graph(source, (640, 360), (1280, 720))
+    assert graph.count("tonemap=hable") == 2 and graph.startswith("[0:0]split=2[v0][v1]")
+
+
+def test_untagged_hdr_transfer_alone_still_means_bt2020() -> None:
+    colour = plan.source_colour(probe(color_transfer="smpte2084"))
+    assert (colour.matrix, colour.primaries, colour.hdr) == ("bt2020nc", "bt2020", True)
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        # Untagged SD is BT.601, as players assume; the gamut is left alone when untagged.
+        (dict(coded_height=480), ("bt709", "bt709", "smpte170m", False)),
+        (dict(coded_height=576, color_space="bt470bg", color_primaries="bt470bg",
+              color_transfer="gamma28"), ("bt470bg", "bt470bg", "bt470bg", False)),
+        (dict(coded_height=480, color_space="smpte170m"), ("bt709", "smpte170m", "smpte170m",
+                                                           False)),
+        (dict(coded_height=1080), ("bt709", "bt709", "bt709", False)),  # untagged HD: BT.709
+        (dict(pix_fmt="yuvj420p"), ("bt709", "bt709", "bt709", True)),  # full-range phone MJPEG
+        (dict(color_range="pc"), ("bt709", "bt709", "bt709", True)),
+    ],
+)
+def test_sdr_colour_guesses(
+    fields: dict[str, object], expected: tuple[str, str, str, bool]
+) -> None:
+    colour = plan.source_colour(probe(**fields))
+    assert (colour.transfer, colour.primaries, colour.matrix, colour.full_range) == expected
+
+
+def test_bt601_source_is_converted_to_bt709() -> None:
+    source = probe(720, 480, coded_height=480, color_space="smpte170m")
+    assert plan.colour_filters(source, 640, 360) == [
+        "zscale=w=640:h=360:f=bicubic:tin=bt709:min=smpte170m:pin=smpte170m:rin=tv"
+        ":t=bt709:m=bt709:p=bt709:r=tv",
+        "format=yuv420p", "setsar=1",
+    ]
+    full = plan.colour_filters(probe(pix_fmt="yuvj420p"), 640, 360)
+    assert ":rin=pc:" in full[0] and full[0].endswith(":r=tv")
+
+
+@pytest.mark.parametrize(("order", "deinterlaced"), [
+    ("tt", True), ("bb", True), ("tb", True), ("progressive", False), (None, False),
+])
+def test_interlaced_sources_are_deinterlaced_once_before_the_split(
+    order: str | None, deinterlaced: bool
+) -> None:
+    source = probe(1024, 576, coded_height=576, field_order=order)
+    graph = _graph(source, (214, 120), (640, 360))
+    assert graph.startswith(
+        "[0:0]bwdif=mode=send_frame:parity=auto:deint=all,split=2[v0][v1]" if deinterlaced
+        else "[0:0]split=2[v0][v1]"
+    )
+    assert graph.count("bwdif") == (1 if deinterlaced else 0)
+    single = _graph(source, (640, 360))
+    assert single.startswith("[0:0]bwdif" if deinterlaced else "[0:0]null[v0]")
+
+
+def test_anamorphic_source_is_scaled_to_its_displayed_size() -> None:
+    # 720x576 with 64:45 pixels is shown 1024x576: the planner asks for 640x360, square pixels.
+    report = _report([{"index": 0, "codec_type": "video", "codec_name": "mpeg2video",
+                       "width": 720, "height": 576, "sample_aspect_ratio": "64:45",
+                       "color_space": "bt470bg", "field_order": "tt"}])
+    source = parse_probe(report)
+    graph = _graph(source, (640, 360))
+    assert "w=640:h=360" in graph and graph.endswith("setsar=1[ov0]")
+    with pytest.raises(BadInput, match="aspect"):
+        _graph(source, (480, 360))  # the stored 4:3 shape is not what viewers see
+
+
+def test_thumbnails_of_hdr_sources_share_the_tone_mapping() -> None:
+    source = probe(3840, 2160, duration_seconds=60.0, **PQ)
+    poster = _after(plan.poster_argv("/s", source, "/p.jpg", skip_dark=True), "-vf")[0]
+    sprite = _after(
+        plan.sprite_argv("/s", source, plan.storyboard_plan(source), "/s.jpg"), "-vf"
+    )[0]
+    for vf, (w, h) in ((poster, (1280, 720)), (sprite, (160, 90))):
+        assert ",".join(plan.colour_filters(source, w, h)) in vf
+        assert vf.endswith("zscale=min=bt709:rin=tv:m=bt470bg:r=pc,format=yuvj420p")
+    # The poster picks among tone-mapped frames; the sprite tone-maps only the chosen ones.
+    assert poster.index("tonemap") < poster.index("signalstats") < poster.index("thumbnail")
+    assert sprite.index("select=") < sprite.index("tonemap") < sprite.index("tile=")
+
+
+def test_interlaced_poster_is_deinterlaced() -> None:
+    vf = _after(plan.poster_argv("/s", probe(field_order="bb"), "/p.jpg", skip_dark=False), "-vf")
+    assert vf[0].startswith("bwdif=")
 
 
 def test_storyboard_vtt_points_at_tiles() -> None:
@@ -219,6 +353,32 @@ def test_probe_parser_widens_anamorphic_pixels() -> None:
 def test_probe_parser_refuses_non_videos(report: dict[str, object], reason: str) -> None:
     with pytest.raises(BadInput, match=reason):
         parse_probe(report)
+
+
+def test_probe_parser_reads_colour_interlacing_and_bit_depth() -> None:
+    video = {"index": 0, "codec_type": "video", "codec_name": "hevc", "width": 3840,
+             "height": 2160, "pix_fmt": "yuv420p10le", "color_transfer": "smpte2084",
+             "color_primaries": "bt2020", "color_space": "bt2020nc", "color_range": "tv",
+             "field_order": "progressive"}
+    result = parse_probe(_report([video]))
+    assert (result.color_transfer, result.color_primaries, result.color_space) == (
+        "smpte2084", "bt2020", "bt2020nc",
+    )
+    assert (result.color_range, result.field_order, result.bits) == ("tv", "progressive", 10)
+    plain = parse_probe(_report([{"index": 0, "codec_type": "video", "codec_name": "h264",
+                                  "width": 64, "height": 64, "pix_fmt": "yuv420p",
+                                  "color_space": "unknown", "field_order": "unknown"}]))
+    assert (plain.color_space, plain.field_order, plain.bits) == (None, None, 8)
+
+
+def test_probe_parser_picks_the_default_audio_stream() -> None:
+    video = {"index": 0, "codec_type": "video", "codec_name": "h264", "width": 64, "height": 64}
+    commentary = {"index": 1, "codec_type": "audio", "codec_name": "aac",
+                  "disposition": {"default": 0}}
+    main = {"index": 2, "codec_type": "audio", "codec_name": "ac3",
+            "disposition": {"default": 1}}
+    assert parse_probe(_report([video, commentary, main])).audio_index == 2
+    assert parse_probe(_report([video, commentary])).audio_index == 1
 
 
 def test_rotation_from_legacy_tag() -> None:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -310,3 +311,156 @@ def test_thumbnail_of_short_and_portrait_sources(
     vtt = (folder / "storyboard.vtt").read_text()
     assert vtt.count("#xywh=") == cues
     assert f"#xywh=0,0,{tile[0]},{tile[1]}" in vtt
+
+
+# --- real-world pictures: portrait phones, HDR, interlaced, variable frame rate, 5.1 --------
+
+
+@dataclass(frozen=True)
+class Awkward:
+    portrait: Path  # 720x1280 stored portrait (no rotation tag), 1 s, stereo
+    pq: Path  # 1280x720 HEVC 10-bit BT.2020 PQ (an HDR10 phone clip), 1 s, no audio
+    interlaced: Path  # 320x240 25i top field first, 1 s
+    vfr: Path  # 320x240: 1 s at 30 fps then ~2 s at 10 fps
+    surround: Path  # 320x240, a silent stereo commentary, then the default 5.1 track
+
+
+@pytest.fixture(scope="module")
+def awkward(tx: Any, tmp_path_factory: pytest.TempPathFactory) -> Awkward:
+    d = tmp_path_factory.mktemp("awkward")
+    a = Awkward(d / "portrait.mp4", d / "pq.mp4", d / "interlaced.mp4", d / "vfr.mp4",
+                d / "surround.mkv")
+    fast = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+    tx.ffmpeg("-f", "lavfi", "-i", "testsrc2=size=720x1280:rate=30:duration=1",
+              "-f", "lavfi", "-i", "sine=duration=1", *fast, "-c:a", "aac", str(a.portrait))
+    tx.ffmpeg("-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30", "-t", "1",
+              "-c:v", "libx265", "-preset", "ultrafast", "-pix_fmt", "yuv420p10le",
+              "-x265-params",
+              "colorprim=bt2020:transfer=smpte2084:colormatrix=bt2020nc:log-level=error",
+              "-color_primaries", "bt2020", "-color_trc", "smpte2084",
+              "-colorspace", "bt2020nc", str(a.pq))
+    # testsrc, not testsrc2: FFmpeg's idet calls even progressive testsrc2 interlaced.
+    tx.ffmpeg("-f", "lavfi", "-i", "testsrc=size=320x240:rate=50", "-t", "1",
+              "-vf", "interlace=scan=tff", *fast, "-flags", "+ildct+ilme",
+              "-x264-params", "tff=1", str(a.interlaced))
+    tx.ffmpeg("-f", "lavfi",
+              "-i", "testsrc2=size=320x240:rate=30,setpts='if(lt(N,30),N/30,1+(N-30)/10)/TB'",
+              "-t", "3", *fast, "-fps_mode", "passthrough", str(a.vfr))
+    # Silent stereo commentary first; the default 5.1 track has its sound in the centre only,
+    # which a downmix that drops the centre (or takes the first track) would lose.
+    tx.ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30:duration=1",
+              "-f", "lavfi", "-i", "anullsrc=channel_layout=stereo:sample_rate=48000",
+              "-f", "lavfi", "-i", "sine=frequency=500:duration=1", *fast,
+              "-filter_complex", "[2:a]pan=5.1|FC=c0[surround]",
+              "-map", "0:v", "-map", "1:a", "-map", "[surround]", "-t", "1", "-c:a", "aac",
+              "-disposition:a:0", "0", "-disposition:a:1", "default", str(a.surround))
+    return a
+
+
+def _colour(tx: Any, file: Path) -> tuple[str, str, str, str, str]:
+    v = tx.streams(file)["video"]
+    return (v["pix_fmt"], v.get("color_primaries"), v.get("color_transfer"),
+            v.get("color_space"), v.get("color_range"))
+
+
+def test_portrait_phone_video_gets_portrait_rungs(awkward: Awkward, tx: Any,
+                                                  tmp_path: Path) -> None:
+    sizes = {"120p": (120, 214), "360p": (360, 640), "720p": (720, 1280)}
+    run = tx.transcoder("ladder", "--source", str(awkward.portrait), "--dest", str(tmp_path),
+                        *[x for n, (w, h) in sizes.items() for x in ("--rung", f"{n}:{w}x{h}")])
+    assert run.code == 0, run.stderr
+    assert {r["name"]: (r["width"], r["height"]) for r in run.result["renditions"]} == sizes
+    for name, size in sizes.items():
+        check_rendition(tx, tmp_path / name / "video.mp4", size, 1.0, 30.0, audio=True)
+    # The failure: 1080p of a 720-wide picture is an upscale, refused with a reason.
+    run = tx.transcoder("rendition", "--source", str(awkward.portrait), "--dest",
+                        str(tmp_path / "no"), "--name", "1080p", "--width", "1080",
+                        "--height", "1920")
+    assert run.code == 2 and "refusing to upscale" in run.result["error"]
+
+
+def test_pq_hdr_source_is_tone_mapped_to_bt709_sdr(awkward: Awkward, tx: Any,
+                                                   tmp_path: Path) -> None:
+    probe = tx.transcoder("probe", "--source", str(awkward.pq))
+    assert probe.code == 0 and probe.result["videoCodec"] == "hevc"
+    run = tx.transcoder("rendition", "--source", str(awkward.pq), "--dest", str(tmp_path),
+                        "--name", "360p", "--width", "640", "--height", "360")
+    assert run.code == 0, run.stderr
+    out = tmp_path / "360p" / "video.mp4"
+    assert _colour(tx, out) == ("yuv420p", "bt709", "bt709", "bt709", "tv")
+    check_rendition(tx, out, (640, 360), 1.0, 30.0, audio=False)
+    # Tone-mapped, not just re-tagged: the PQ code values read as SDR would be far brighter.
+    luma = tx.ffprobe(f"movie={out},signalstats", "-f", "lavfi", "-read_intervals", "%+#1",
+                      "-show_entries", "frame_tags=lavfi.signalstats.YAVG")
+    assert 40 < float(luma["frames"][0]["tags"]["lavfi.signalstats.YAVG"]) < 110
+    thumbs = tx.transcoder("thumbnail", "--source", str(awkward.pq), "--dest", str(tmp_path))
+    assert thumbs.code == 0, thumbs.stderr
+    poster = tx.streams(tmp_path / "thumbnails" / "poster.jpg")["video"]
+    assert (poster["width"], poster["height"], poster["pix_fmt"]) == (1280, 720, "yuvj420p")
+    assert 40 < tx.mean_luma(tmp_path / "thumbnails" / "poster.jpg") < 130
+
+
+def _idet(tx: Any, file: Path) -> dict[str, int]:
+    proc = subprocess.run(
+        ["ffmpeg", "-hide_banner", "-nostdin", "-i", str(file), "-vf", "idet", "-f", "null", "-"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    line = next(x for x in proc.stderr.splitlines() if "Multi frame detection" in x)
+    return {k: int(v) for k, v in re.findall(r"(TFF|BFF|Progressive):\s*(\d+)", line)}
+
+
+def test_interlaced_source_comes_out_progressive(awkward: Awkward, tx: Any,
+                                                tmp_path: Path) -> None:
+    assert tx.streams(awkward.interlaced)["video"]["field_order"] == "tt"
+    assert _idet(tx, awkward.interlaced)["TFF"] >= 20  # combing the detector sees
+    run = tx.transcoder("rendition", "--source", str(awkward.interlaced), "--dest",
+                        str(tmp_path), "--name", "240p", "--width", "320", "--height", "240")
+    assert run.code == 0, run.stderr
+    out = tmp_path / "240p" / "video.mp4"
+    assert tx.streams(out)["video"].get("field_order", "progressive") == "progressive"
+    found = _idet(tx, out)
+    assert found["TFF"] + found["BFF"] <= 1, found  # no combing left
+    check_rendition(tx, out, (320, 240), 1.0, 25.0, audio=False)  # one frame per frame
+
+
+def test_variable_frame_rate_keeps_its_frames_and_duration(awkward: Awkward, tx: Any,
+                                                          tmp_path: Path) -> None:
+    def frames(file: Path) -> tuple[int, float]:
+        v = tx.ffprobe(file, "-select_streams", "v:0", "-count_frames",
+                       "-show_entries", "stream=nb_read_frames,duration")["streams"][0]
+        return int(v["nb_read_frames"]), float(v["duration"])
+
+    source_frames, source_duration = frames(awkward.vfr)
+    run = tx.transcoder("rendition", "--source", str(awkward.vfr), "--dest", str(tmp_path),
+                        "--name", "120p", "--width", "160", "--height", "120")
+    assert run.code == 0, run.stderr
+    out = tmp_path / "120p" / "video.mp4"
+    out_frames, out_duration = frames(out)
+    assert out_frames == source_frames  # no duplicated frames up to a nominal 30 fps
+    assert abs(out_duration - source_duration) <= 1 / 10  # within one (long) frame
+    # Keyframes still on the 2 s grid.
+    assert [round(t) for t in tx.keyframe_times(out)] == [0, 2]
+
+
+def test_default_51_track_is_downmixed_to_stereo(awkward: Awkward, tx: Any,
+                                                 tmp_path: Path) -> None:
+    run = tx.transcoder("rendition", "--source", str(awkward.surround), "--dest", str(tmp_path),
+                        "--name", "120p", "--width", "160", "--height", "120")
+    assert run.code == 0, run.stderr
+    streams = tx.ffprobe(tmp_path / "120p" / "video.mp4", "-show_streams")["streams"]
+    audio = [s for s in streams if s["codec_type"] == "audio"]
+    assert len(audio) == 1 and audio[0]["channels"] == 2
+    # Both stereo channels carry the centre: the default 5.1 track, downmixed, not dropped.
+    for channel in ("c0", "c1"):
+        assert _mean_volume(tmp_path / "120p" / "video.mp4", channel) > -30.0
+
+
+def _mean_volume(file: Path, channel: str) -> float:
+    proc = subprocess.run(
+        ["ffmpeg", "-hide_banner", "-nostdin", "-i", str(file), "-map", "0:a",
+         "-af", f"pan=mono|c0={channel},volumedetect", "-f", "null", "-"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    found = re.search(r"mean_volume: (-?[\d.]+|-inf) dB", proc.stderr)
+    assert found is not None, proc.stderr
+    return float(found[1])

@@ -163,6 +163,128 @@ def plan_outputs(
     ]
 
 
+# --- colour -----------------------------------------------------------------------------
+
+HDR_TRANSFERS = frozenset({"smpte2084", "arib-std-b67"})  # PQ (HDR10) and HLG
+# Every output says what it is: browsers and phones otherwise guess, and guess differently.
+BT709_TAGS = [
+    "-color_primaries", "bt709", "-color_trc", "bt709", "-colorspace", "bt709",
+    "-color_range", "tv",
+]
+# ffprobe's names where zscale spells them differently; names zscale lacks fall back to a
+# close standard one (240M is NTSC's 170M in practice).
+_TRANSFERS = {"gamma22": "bt470m", "gamma28": "bt470bg", "smpte240m": "smpte170m",
+              "bt1361e": "bt709", "bt2020-10": "bt2020-10", "bt2020-12": "bt2020-12",
+              "bt709": "bt709", "smpte170m": "smpte170m", "linear": "linear",
+              "iec61966-2-1": "iec61966-2-1", "iec61966-2-4": "iec61966-2-4",
+              "smpte2084": "smpte2084", "arib-std-b67": "arib-std-b67"}
+_MATRICES = {"bt709": "bt709", "fcc": "fcc", "bt470bg": "bt470bg", "smpte170m": "smpte170m",
+             "smpte240m": "smpte170m", "ycgco": "ycgco", "bt2020nc": "bt2020nc",
+             "bt2020c": "bt2020c"}
+_PRIMARIES = {"bt709", "bt470m", "bt470bg", "smpte170m", "smpte240m", "film", "bt2020",
+              "smpte428", "smpte431", "smpte432", "jedec-p22"}
+_MATRIX_PRIMARIES = {"bt470bg": "bt470bg", "smpte170m": "smpte170m", "bt2020nc": "bt2020",
+                     "bt2020c": "bt2020"}
+_INTERLACED = frozenset({"tt", "bb", "tb", "bt"})
+# HDR → SDR: linear light with 100 nits as 1.0 (SDR reference white), gamut to BT.709 in
+# float RGB, then hable: its filmic shoulder rolls highlights (a phone's 1000-nit sky) off
+# smoothly instead of clipping them, its toe keeps shadows; desat=0 keeps bright colours
+# instead of greying them (the default desaturates everything above SDR white).
+TONEMAP = "hable:desat=0"
+NOMINAL_PEAK_NITS = 100
+
+
+@dataclass(frozen=True)
+class SourceColour:
+    """What the source's samples mean, in zscale's names, with the guesses made explicit."""
+
+    transfer: str
+    primaries: str
+    matrix: str
+    full_range: bool
+
+    @property
+    def hdr(self) -> bool:
+        return self.transfer in HDR_TRANSFERS
+
+    @property
+    def is_bt709(self) -> bool:
+        """Already what every output is: scaling alone keeps the colours right."""
+        return (self.transfer, self.primaries, self.matrix, self.full_range) == (
+            "bt709", "bt709", "bt709", False,
+        )
+
+
+def source_colour(probe: ProbeResult) -> SourceColour:
+    """The source's colour as tagged; untagged values guessed the way players guess.
+
+    Untagged matrix: BT.601 below 720 lines, BT.709 from 720 up (BT.2020 for HDR). Untagged
+    primaries follow a tagged matrix, else BT.709 (no gamut change, as browsers assume).
+    """
+    transfer = _TRANSFERS.get(probe.color_transfer or "", "bt709")
+    hdr = transfer in HDR_TRANSFERS
+    guess = "bt2020nc" if hdr else "smpte170m" if probe.coded_height < 720 else "bt709"
+    matrix = _MATRICES.get(probe.color_space or "", guess)
+    if probe.color_primaries in _PRIMARIES:
+        primaries = str(probe.color_primaries)
+    elif probe.color_space in _MATRICES or hdr:
+        primaries = _MATRIX_PRIMARIES.get(matrix, "bt709")
+    else:
+        primaries = "bt709"
+    full = probe.color_range == "pc" or (probe.pix_fmt or "").startswith("yuvj")
+    return SourceColour(transfer, primaries, matrix, full)
+
+
+def deinterlace_filters(probe: ProbeResult) -> list[str]:
+    """bwdif once per source, before scaling (fields must be split at the coded size).
+
+    One frame per frame (send_frame), not one per field: the frame rate, the 2 s keyframe
+    grid and the bitrate stay those of the source. deint=all: the stream says interlaced,
+    and per-frame flags are often missing (DV, ProRes in MOV).
+    """
+    if probe.field_order in _INTERLACED:
+        return ["bwdif=mode=send_frame:parity=auto:deint=all"]
+    return []
+
+
+def colour_filters(probe: ProbeResult, width: int, height: int) -> list[str]:
+    """Scale to width x height and make the picture 8-bit 4:2:0 BT.709 SDR, limited range.
+
+    The one colour chain: renditions, poster and sprite all use it. Scaling comes first,
+    inside the same zscale that linearises HDR: tone-mapping a 640x360 picture instead of a
+    4K one is many times cheaper (measured ~5x at 1080p → 360p) and the difference is at
+    hard edges only. BT.709 sources keep the cheap swscale path.
+    """
+    colour = source_colour(probe)
+    if colour.is_bt709:
+        return [f"scale={width}:{height}", "setsar=1", "format=yuv420p"]
+    inputs = (
+        f"w={width}:h={height}:f=bicubic:tin={colour.transfer}:min={colour.matrix}"
+        f":pin={colour.primaries}:rin={'pc' if colour.full_range else 'tv'}"
+    )
+    if colour.hdr:
+        chain = [
+            f"zscale={inputs}:t=linear:npl={NOMINAL_PEAK_NITS}",
+            "format=gbrpf32le",
+            "zscale=p=bt709",
+            f"tonemap={TONEMAP}",
+            "zscale=t=bt709:m=bt709:r=tv",
+        ]
+    else:
+        chain = [f"zscale={inputs}:t=bt709:m=bt709:p=bt709:r=tv"]
+    return [*chain, "format=yuv420p", "setsar=1"]
+
+
+# JPEG (JFIF) means BT.601 full range: convert the BT.709 limited picture explicitly, or the
+# encoder's automatic conversion would only stretch the range and keep the BT.709 matrix.
+JPEG_FILTERS = ["zscale=min=bt709:rin=tv:m=bt470bg:r=pc", "format=yuvj420p"]
+
+
+def picture_filters(probe: ProbeResult, width: int, height: int) -> list[str]:
+    """Deinterlace, scale and colour for one picture stream (thumbnails: no split)."""
+    return [*deinterlace_filters(probe), *colour_filters(probe, width, height)]
+
+
 def _video_codec_args(out: Output, fps: float | None, threads: int, preset: str) -> list[str]:
     rung = out.rung
     rate = ["-b:v", f"{rung.video_kbps}k"] if rung.video_kbps else ["-crf", str(rung.crf)]
@@ -194,14 +316,13 @@ def encode_argv(
         raise ValueError("no outputs")
     labels = [f"v{i}" for i in range(len(outputs))]
     chains = [
-        f"[{label}]scale={o.width}:{o.height},setsar=1,format=yuv420p[o{label}]"
+        f"[{label}]{','.join(colour_filters(probe, o.width, o.height))}[o{label}]"
         for label, o in zip(labels, outputs, strict=True)
     ]
-    split = (
-        f"[0:{probe.video_index}]split={len(outputs)}" + "".join(f"[{x}]" for x in labels)
-        if len(outputs) > 1
-        else f"[0:{probe.video_index}]null[{labels[0]}]"
-    )
+    # Deinterlace once, before the split; each output then scales and colours its own copy.
+    fan_out = f"split={len(outputs)}" if len(outputs) > 1 else "null"
+    head = ",".join([*deinterlace_filters(probe), fan_out])
+    split = f"[0:{probe.video_index}]{head}" + "".join(f"[{x}]" for x in labels)
     argv = [
         "ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error",
         "-progress", "pipe:1", "-y",
@@ -213,7 +334,15 @@ def encode_argv(
         argv += ["-map", f"[o{label}]"]
         if probe.audio_index is not None:
             argv += ["-map", f"0:{probe.audio_index}"]
-        argv += _video_codec_args(out, probe.fps, threads, preset)
+        # The GOP ceiling from the densest rate: a variable-rate source averaging 17 fps had
+        # 30 fps stretches, where an average-based -g fired before the 2 s grid.
+        peak_fps = max(probe.fps or 0.0, probe.max_fps or 0.0) or None
+        argv += _video_codec_args(out, peak_fps, threads, preset)
+        # vfr: every source frame keeps its own timestamp (only duplicates are dropped). The
+        # mp4 default, cfr, duplicates frames of a variable-rate phone video up to its
+        # nominal rate (50 frames became 89 in a test): wasted bits, same picture. Keyframes
+        # stay on the 2 s grid because they are forced by time, not by frame count.
+        argv += ["-fps_mode", "vfr", *BT709_TAGS]
         if probe.audio_index is not None:
             argv += [
                 "-c:a", "aac", "-b:a", f"{out.rung.audio_kbps}k",
@@ -261,14 +390,14 @@ def poster_argv(
     start, length = poster_window(probe.duration_seconds)
     width, height = poster_size(probe)
     frames = max(1, int(length * (probe.fps or 30.0)))
-    chain = [f"scale={width}:{height}", "setsar=1"]
+    chain = picture_filters(probe, width, height)
     if skip_dark:
         chain += [
             "signalstats",
             "metadata=mode=select:key=lavfi.signalstats.YAVG"
             f":value={POSTER_MIN_LUMA}:function=greater",
         ]
-    chain.append(f"thumbnail=n={frames}")
+    chain += [f"thumbnail=n={frames}", *JPEG_FILTERS]
     argv = ["ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error", "-y"]
     if threads:
         argv += ["-threads", str(threads)]
@@ -315,11 +444,13 @@ def sprite_argv(
         argv += ["-threads", str(threads)]
     # The first frame at or after each multiple of the interval: one tile per cue. (The fps
     # filter would drop a last partial interval, leaving the last cue without a tile.)
-    vf = (
-        f"setpts=PTS-STARTPTS,select='gte(t,selected_n*{plan.interval:.6f})',"
-        f"scale={plan.tile_width}:{plan.tile_height},setsar=1,"
-        f"tile={plan.columns}x{plan.rows}"
-    )
+    # Colour after select: only the ~100 chosen frames are tone-mapped. No deinterlacing:
+    # bwdif needs neighbouring frames, and a 160 px tile averages the fields anyway.
+    vf = ",".join([
+        "setpts=PTS-STARTPTS", f"select='gte(t,selected_n*{plan.interval:.6f})'",
+        *colour_filters(probe, plan.tile_width, plan.tile_height),
+        f"tile={plan.columns}x{plan.rows}", *JPEG_FILTERS,
+    ])
     return [
         *argv, "-i", source_path, "-map", f"0:{probe.video_index}", "-an", "-sn", "-dn",
         "-map_metadata", "-1", "-vf", vf, "-frames:v", "1", "-q:v", "5", "-update", "1",

@@ -7,6 +7,7 @@ one-line reason a person can act on when it is not.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -34,6 +35,14 @@ class ProbeResult:
     coded_height: int
     pix_fmt: str | None
     video_duration_seconds: float | None = None  # the container's may include longer audio
+    # What the pixels mean, as ffprobe names it (None: not tagged). plan.py decides from these.
+    color_transfer: str | None = None
+    color_primaries: str | None = None
+    color_space: str | None = None
+    color_range: str | None = None  # "tv" (limited) or "pc" (full)
+    field_order: str | None = None  # "progressive", "tt", "bb", "tb", "bt"
+    bits: int = 8  # bits per sample of the decoded picture
+    max_fps: float | None = None  # r_frame_rate: above the average for variable-rate video
 
     def to_result(self) -> dict[str, Any]:
         """The probe result of the CLI contract (camelCase)."""
@@ -138,6 +147,29 @@ def display_size(width: int, height: int, sar: str | None, rotation: int) -> tup
     return width, height
 
 
+_BITS = re.compile(r"p(9|10|12|14|16)(le|be)?$")
+
+
+def bits_of(pix_fmt: str | None) -> int:
+    """Bits per sample from the pixel format name (yuv420p10le: 10); 8 when it says none."""
+    match = _BITS.search(pix_fmt or "")
+    return int(match[1]) if match else 8
+
+
+def _tag(value: Any) -> str | None:
+    """A colour property as ffprobe names it; absent, "unknown" and "unspecified" are None."""
+    text = str(value) if value is not None else ""
+    return None if text in ("", "unknown", "unspecified", "reserved") else text
+
+
+def _main_audio(audios: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The stream a player would play: the one flagged default, else the first."""
+    for stream in audios:
+        if (stream.get("disposition") or {}).get("default"):
+            return stream
+    return audios[0] if audios else None
+
+
 def parse_probe(report: dict[str, Any], size_bytes: int | None = None) -> ProbeResult:
     """Turn `ffprobe -show_format -show_streams -show_error` JSON into a ProbeResult.
 
@@ -182,7 +214,7 @@ def parse_probe(report: dict[str, Any], size_bytes: int | None = None) -> ProbeR
         coded_width, coded_height, video.get("sample_aspect_ratio"), rotation
     )
     bitrate = _float(fmt.get("bit_rate"))
-    audio = audios[0] if audios else None
+    audio = _main_audio(audios)
     return ProbeResult(
         duration_seconds=duration,
         width=width,
@@ -198,6 +230,13 @@ def parse_probe(report: dict[str, Any], size_bytes: int | None = None) -> ProbeR
         coded_height=coded_height,
         pix_fmt=video.get("pix_fmt"),
         video_duration_seconds=_float(video.get("duration")),
+        color_transfer=_tag(video.get("color_transfer")),
+        color_primaries=_tag(video.get("color_primaries")),
+        color_space=_tag(video.get("color_space")),
+        color_range=_tag(video.get("color_range")),
+        field_order=_tag(video.get("field_order")),
+        bits=bits_of(video.get("pix_fmt")),
+        max_fps=_rate(video.get("r_frame_rate")),
     )
 
 
