@@ -42,7 +42,31 @@ class Settings(BaseSettings):
         description="When set (a public bucket or CDN), playback and thumbnail URLs are "
         "<base>/<key> instead of presigned URLs.",
     )
-    presign_expiry_seconds: int = Field(default=300, ge=10, le=7 * 24 * 3600)
+    presign_expiry_seconds: int = Field(
+        default=300,
+        ge=10,
+        le=7 * 24 * 3600,
+        description="Lifetime of presigned (and embedded /media/) URLs that are fetched once: "
+        "posters, sprites, upload parts; the start-up margin of playback URLs.",
+    )
+
+    # Playback URLs (progressive MP4, HLS media URIs, embedded /media/ links) are fetched again and
+    # again for as long as someone watches, and players never ask for a fresh one, so their lifetime
+    # follows the video's length (services/playback.py::playback_expiry).
+    playback_pause_seconds: int = Field(
+        default=4 * 3600,
+        ge=0,
+        le=7 * 24 * 3600,
+        description="Pauses and stalls a viewer may take in total and still watch to the end: "
+        "playback URLs live for the video's duration + presign_expiry_seconds + this.",
+    )
+    playback_expiry_max_seconds: int = Field(
+        default=7 * 24 * 3600,
+        ge=10,
+        le=7 * 24 * 3600,
+        description="Longest lifetime of a playback URL (S3 SigV4 allows 7 days), and the "
+        "lifetime when a video's duration is unknown.",
+    )
 
     # Transcode dispatch.
     dispatcher: Literal["kubernetes", "local"] = "kubernetes"

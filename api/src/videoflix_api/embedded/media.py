@@ -162,7 +162,7 @@ def media_router(root: Path, signer: UrlSigner) -> APIRouter:
             raise HTTPException(status_code=403, detail="Invalid or expired signature.")
         if not path.is_file():
             raise HTTPException(status_code=404, detail="Not found.")
-        # Signed URLs are short-lived, so caching may last as long as the signature does.
+        # Caching may last as long as the signature does (for playback links: the whole viewing).
         max_age = max(0, expires - int(time.time()))
         return RangeFileResponse(
             path,

@@ -282,7 +282,8 @@ def _rendition_url(video: Video, quality: str | None, settings: Settings, storag
     info = converted.get(name) if name else None
     if not info or not info.get("file"):
         raise HTTPException(404, "This quality is not available.")
-    return storage.url(str(info["file"]), expires_in=settings.presign_expiry_seconds)
+    expires_in = playback.playback_expiry(video.duration_seconds, settings)
+    return storage.url(str(info["file"]), expires_in=expires_in)
 
 
 @router.get("/", response_model=VideoPage)
@@ -335,9 +336,13 @@ def get_video(
     return video_detail(video, svc.is_favorite(session, user.id, video.id), settings, storage, base)
 
 
-def _redirect(url: str) -> RedirectResponse:
-    # Browsers may cache the redirect only as long as the URL it points to stays valid.
-    return RedirectResponse(url, status_code=302, headers={"Cache-Control": "private, max-age=60"})
+def _redirect(url: str, settings: Settings) -> RedirectResponse:
+    # Browsers may cache the redirect only while the URL it points to stays valid: every target
+    # lives at least `presign_expiry_seconds`, so half of that (at most a minute) is safe.
+    max_age = min(60, settings.presign_expiry_seconds // 2)
+    return RedirectResponse(
+        url, status_code=302, headers={"Cache-Control": f"private, max-age={max_age}"}
+    )
 
 
 @router.get(
@@ -372,17 +377,20 @@ def thumbnail(
     if not key:
         raise HTTPException(404, "No thumbnail yet.")
     if kind == "storyboard":
-        return _storyboard(key, settings, storage)
-    return _redirect(storage.url(key, expires_in=settings.presign_expiry_seconds))
+        # The sprite is fetched while scrubbing, so it lives as long as the playback URLs.
+        expires_in = playback.playback_expiry(video.duration_seconds, settings)
+        return _storyboard(key, expires_in, settings, storage)
+    return _redirect(storage.url(key, expires_in=settings.presign_expiry_seconds), settings)
 
 
-def _storyboard(vtt_key: str, settings: Settings, storage: Storage) -> Response:
+def _storyboard(vtt_key: str, expires_in: int, settings: Settings, storage: Storage) -> Response:
     return _rewritten(
         vtt_key,
         playback.rewrite_storyboard_vtt,
         VTT_TYPE,
         "storyboard",
         "No thumbnail yet.",
+        expires_in,
         settings,
         storage,
     )
@@ -394,21 +402,23 @@ def _rewritten(
     media_type: str,
     what: str,
     missing: str,
+    expires_in: int,
     settings: Settings,
     storage: Storage,
 ) -> Response:
-    """A small text file from storage with its relative URIs turned into short-lived URLs."""
+    """A small text file from storage with its relative URIs turned into URLs valid for
+    `expires_in` seconds."""
     try:
         text = storage.read(key, max_bytes=1024 * 1024)
     except StorageError as exc:
         raise HTTPException(502, f"Could not read the {what} from storage.") from exc
     if text is None:
         raise HTTPException(404, missing)
-    body = rewrite(text.decode("utf-8", "replace"), _resolver(key, settings, storage))
+    body = rewrite(text.decode("utf-8", "replace"), _resolver(key, expires_in, storage))
     return Response(body, media_type=media_type, headers=_presigned_cache(settings))
 
 
-def _resolver(base_key: str, settings: Settings, storage: Storage) -> Callable[[str], str]:
+def _resolver(base_key: str, expires_in: int, storage: Storage) -> Callable[[str], str]:
     """Relative URI in the file at `base_key` → a URL the browser can fetch (escapes stay as
     they are: they resolve to nothing of ours)."""
 
@@ -416,13 +426,14 @@ def _resolver(base_key: str, settings: Settings, storage: Storage) -> Callable[[
         key = playback.media_key(base_key, uri)
         if key is None:
             return uri
-        return storage.url(key, expires_in=settings.presign_expiry_seconds)
+        return storage.url(key, expires_in=expires_in)
 
     return resolve
 
 
 def _presigned_cache(settings: Settings) -> dict[str, str]:
-    # Cached no longer than the presigned URLs inside stay valid.
+    # Every URL inside lives `presign_expiry_seconds` longer than it must (playback_expiry), so a
+    # copy cached for half of that still carries URLs that last the whole viewing.
     return {"Cache-Control": f"private, max-age={max(0, settings.presign_expiry_seconds // 2)}"}
 
 
@@ -440,9 +451,10 @@ def rendition_file(
     storage: StorageDep,
     quality: QualityName | None = None,
 ) -> RedirectResponse:
-    """Redirect to one quality's progressive MP4 (the best one without `quality`)."""
+    """Redirect to one quality's progressive MP4 (the best one without `quality`), by a URL that
+    stays valid for the whole viewing."""
     video = require_video(session, video_id)
-    return _redirect(_rendition_url(video, quality, settings, storage))
+    return _redirect(_rendition_url(video, quality, settings, storage), settings)
 
 
 @router.get(
@@ -472,7 +484,8 @@ def hls_media(
     settings: SettingsDep,
     storage: StorageDep,
 ) -> Response:
-    """One quality's media playlist, its media URI replaced by a short-lived URL."""
+    """One quality's media playlist, its media URI replaced by a URL that stays valid for the
+    whole viewing (the playlist is VOD: players never reload it)."""
     video = require_video(session, video_id)
     info = (video.converted_files or {}).get(quality)
     if not info or not info.get("playlist"):
@@ -483,6 +496,7 @@ def hls_media(
         HLS_TYPE,
         "playlist",
         "This quality is not available.",
+        playback.playback_expiry(video.duration_seconds, settings),
         settings,
         storage,
     )

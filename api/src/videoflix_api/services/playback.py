@@ -7,9 +7,37 @@ player can fetch from a private bucket.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from videoflix_api.config import Settings
+
+# S3 Signature Version 4 refuses presigned URLs valid for longer than seven days.
+SIGV4_MAX_EXPIRY_SECONDS = 7 * 24 * 3600
+
+
+def playback_expiry(duration_seconds: float | None, settings: Settings) -> int:
+    """Seconds a playback URL (progressive MP4, HLS media URI, embedded `/media/` link) stays valid.
+
+    Players fetch such a URL for as long as someone watches (range requests on every seek and
+    refill) and never ask the API for a fresh one: the media playlists are VOD, and Chromium sends
+    its later range requests to where a redirect pointed, so redirecting per request would not
+    help either. The URL must therefore outlive the viewing: the video's length, plus the base
+    expiry as start-up margin, plus the pauses a viewer may take. A video of unknown length gets
+    the longest lifetime allowed; nothing ever exceeds SigV4's seven days.
+    """
+    cap = min(settings.playback_expiry_max_seconds, SIGV4_MAX_EXPIRY_SECONDS)
+    if duration_seconds is None or not math.isfinite(duration_seconds) or duration_seconds <= 0:
+        return cap
+    wanted = (
+        math.ceil(duration_seconds)
+        + settings.presign_expiry_seconds
+        + settings.playback_pause_seconds
+    )
+    return min(wanted, cap)
 
 _URI_ATTR = re.compile(r'URI="([^"]*)"')
 
