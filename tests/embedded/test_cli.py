@@ -6,7 +6,10 @@ import os
 import time
 from pathlib import Path
 
+import httpx
 import pytest
+from videoflix_api.embedded.__main__ import parse_args
+from videoflix_api.embedded.app import canonical_host, canonical_url, redirect_target
 
 from tests.embedded.server import EmbeddedServer, make_video
 
@@ -165,5 +168,83 @@ def test_deleting_a_video_mid_transcode_leaves_nothing_behind(tmp_path: Path) ->
             time.sleep(1)
             assert not prefix.exists()
             assert not (data / "transcodes" / f"{video_id}.json").exists()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("listen", "canonical"),
+    [
+        ("127.0.0.1", "127.0.0.1"),
+        ("localhost", "127.0.0.1"),
+        ("0.0.0.0", "127.0.0.1"),
+        ("::", "127.0.0.1"),
+        ("192.168.1.20", "192.168.1.20"),
+    ],
+)
+def test_one_host_name_for_a_listen_address(listen: str, canonical: str) -> None:
+    assert canonical_host(listen) == canonical
+
+
+def test_loopback_aliases_are_redirected_and_rewritten() -> None:
+    own = "http://127.0.0.1:8000"
+    assert redirect_target("localhost:8000", "/users/me/", "a=1", own) == own + "/users/me/?a=1"
+    assert redirect_target("[::1]:8000", "/", "", own) == own + "/"
+    assert redirect_target("LOCALHOST", "/x", "", own) == own + "/x"
+    assert redirect_target("127.0.0.1:8000", "/", "", own) is None
+    assert redirect_target("192.168.1.20:8000", "/", "", own) is None  # a LAN visitor stays
+    assert redirect_target("localhost:8000", "/", "", "http://192.168.1.20:8000") is None
+    assert canonical_url("http://localhost:4200") == "http://127.0.0.1:4200"
+    assert canonical_url("http://localhost") == "http://127.0.0.1"
+    assert canonical_url("https://app.example.com") == "https://app.example.com"
+
+
+def test_help_suggests_the_canonical_host_name(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "http://127.0.0.1:4200" in text and "localhost:4200" not in text
+
+
+def test_the_other_host_name_is_redirected_to_the_printed_one(tmp_path: Path) -> None:
+    server = EmbeddedServer(tmp_path / "data").start()
+    try:
+        printed = f"http://127.0.0.1:{server.port}/"
+        log = server.log()
+        assert f"Videoflix (embedded) on {printed}" in log
+        assert f"Open {printed}" in log and "same host name" in log
+        other = f"http://localhost:{server.port}"
+
+        # The browser was pointed at localhost: every request goes over to 127.0.0.1, where the
+        # cookies are, keeping path, query, method and body (308).
+        page = httpx.get(f"{other}/content/?category=a%20b", follow_redirects=False)
+        assert page.status_code == 308
+        assert page.headers["location"] == f"{printed}content/?category=a%20b"
+        assert server.admin_email and server.admin_password
+        credentials = {"email": server.admin_email, "password": server.admin_password}
+        with httpx.Client(
+            headers={"Origin": server.url}, follow_redirects=True, timeout=30
+        ) as browser:
+            signed_in = browser.post(f"{other}/users/login/", json=credentials)
+            assert signed_in.status_code == 200, signed_in.text
+            assert [r.status_code for r in signed_in.history] == [308]
+            assert str(signed_in.url) == f"{printed}users/login/"
+            # The cookies now belong to 127.0.0.1, and the session works there.
+            assert {c.domain for c in browser.cookies.jar} == {"127.0.0.1"}
+            assert browser.get(f"{server.url}/users/me/").json()["email"] == server.admin_email
+            # ...and a later visit under localhost lands there again, still signed in.
+            assert browser.get(f"{other}/users/me/").status_code == 200
+
+        # CORS names the frontend under the same host name only: a frontend at localhost:4200
+        # could never send the cookies, so it fails loudly instead of signing out silently.
+        def preflight(origin: str) -> httpx.Response:
+            return httpx.options(
+                f"{server.url}/users/login/",
+                headers={"Origin": origin, "Access-Control-Request-Method": "POST"},
+            )
+
+        allowed = preflight("http://127.0.0.1:4200")
+        assert allowed.headers["access-control-allow-origin"] == "http://127.0.0.1:4200"
+        assert "access-control-allow-origin" not in preflight("http://localhost:4200").headers
     finally:
         server.stop()

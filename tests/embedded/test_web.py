@@ -72,13 +72,13 @@ def test_the_angular_dev_server_may_call_with_credentials(tmp_path: Path) -> Non
             preflight = await client.options(
                 "/users/login/",
                 headers={
-                    "Origin": "http://localhost:4200",
+                    "Origin": "http://127.0.0.1:4200",
                     "Access-Control-Request-Method": "POST",
                     "Access-Control-Request-Headers": "content-type,x-retry",
                 },
             )
             assert preflight.status_code == 200
-            assert preflight.headers["access-control-allow-origin"] == "http://localhost:4200"
+            assert preflight.headers["access-control-allow-origin"] == "http://127.0.0.1:4200"
             assert preflight.headers["access-control-allow-credentials"] == "true"
             stranger = await client.options(
                 "/users/login/",

@@ -16,8 +16,12 @@ from types import FrameType
 
 from videoflix_api.embedded.app import (
     ADMIN_EMAIL,
+    CANONICAL_LOOPBACK,
+    DEV_FRONTEND_PORT,
     EmbeddedConfig,
     build,
+    canonical_host,
+    canonical_url,
     ensure_admin,
     ingest_demo,
     reset_admin_password,
@@ -34,7 +38,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Run Videoflix on one machine: API, web page, local storage and transcodes.",
     )
     parser.add_argument("--demo", action="store_true", help="ingest a generated sample video")
-    parser.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="listen address (default 127.0.0.1); the server is opened as http://127.0.0.1:PORT "
+        "and http://localhost:PORT redirects there",
+    )
     parser.add_argument("--port", type=int, default=8000, help="listen port (default 8000)")
     parser.add_argument(
         "--data-dir",
@@ -56,8 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--frontend-url",
         default=None,
-        help="a separately running frontend (e.g. http://localhost:4200): allowed by CORS, e-mail "
-        "links point there (default: this server's own page)",
+        help="a separately running frontend (e.g. http://127.0.0.1:4200): allowed by CORS, e-mail "
+        "links point there (default: this server's own page); open it under the same host name "
+        "as this server (localhost is rewritten to 127.0.0.1), or its sign-in cookies are not sent",
     )
     parser.add_argument("--smtp-host", help="send mail through this SMTP server (default: log it)")
     parser.add_argument("--smtp-port", type=int, default=25)
@@ -79,6 +89,24 @@ def _say(text: str) -> None:
     # The CLI's own output (the one-time password must reach the terminal, not only the log).
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
+
+
+def host_name_notice(config: EmbeddedConfig) -> str:
+    """What to open, and why the host name matters (cookies are kept per host name)."""
+    host = canonical_host(config.host)
+    frontend = (
+        canonical_url(config.frontend_url)
+        if config.frontend_url
+        else f"http://{host}:{DEV_FRONTEND_PORT}"
+    )
+    notice = (
+        f"Open {config.public_url}/ and a separate frontend ({frontend}) under the same host name, "
+        f"{host}: sign-in cookies belong to one host name, a page opened under another is signed "
+        "out."
+    )
+    if host == CANONICAL_LOOPBACK:
+        notice += f" http://localhost:{config.port}/ redirects to {config.public_url}/."
+    return notice
 
 
 def _exit_on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -104,8 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         password: str | None = reset_admin_password(embedded.engine)
     else:
         password = ensure_admin(embedded.engine)
-    url = f"http://{args.host}:{args.port}/"
+    url = config.public_url + "/"
     _say(f"Videoflix (embedded) on {url}  -  API docs: {url}docs  -  data: {config.data_dir}")
+    _say(host_name_notice(config))
     if password is not None:
         what = "New password of" if args.reset_admin_password else "Created"
         _say(f"{what} the dev admin account (shown only this once): {ADMIN_EMAIL} {password}")

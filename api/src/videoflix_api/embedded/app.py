@@ -15,11 +15,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 from videoflix_core.db import User, Video
 from videoflix_core.db.migrate import upgrade
 from videoflix_core.storage import source_key
@@ -62,6 +66,70 @@ class EmbeddedConfig:
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'videoflix.sqlite3'}"
 
+    @property
+    def public_url(self) -> str:
+        """The URL to open (no trailing slash), under the one canonical host name."""
+        return f"http://{canonical_host(self.host)}:{self.port}"
+
+
+# Sign-in cookies (SameSite=Lax, no Domain) belong to one host name: a page at
+# http://localhost:8000 does not send the cookies of http://127.0.0.1:8000, and a frontend on
+# localhost:4200 is another site than an API on 127.0.0.1:8000. So the embedded mode uses one host
+# name everywhere (the printed URL, CORS, e-mail and media links) and redirects the others.
+CANONICAL_LOOPBACK = "127.0.0.1"
+LOOPBACK_ALIASES = frozenset({"localhost", "localhost.", "127.0.0.1", "::1", "[::1]"})
+# Listening on every interface: this machine's own browser still reaches it via loopback.
+_WILDCARDS = frozenset({"0.0.0.0", "::", "[::]", ""})  # noqa: S104 (names, not a bind)
+
+
+def canonical_host(host: str) -> str:
+    """The host name the embedded server is opened under, for a listen address `host`."""
+    name = host.strip().lower()
+    return CANONICAL_LOOPBACK if name in LOOPBACK_ALIASES | _WILDCARDS else name
+
+
+def canonical_url(url: str) -> str:
+    """`url` with a loopback alias (localhost, ::1) replaced by the canonical loopback name."""
+    parts = urlsplit(url)
+    if (parts.hostname or "") not in LOOPBACK_ALIASES - {CANONICAL_LOOPBACK}:
+        return url
+    netloc = CANONICAL_LOOPBACK + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def redirect_target(host_header: str, path: str, query: str, canonical: str) -> str | None:
+    """Where a request that arrived under `host_header` must go, or None when it may stay: one
+    under a loopback alias of the canonical loopback host goes to `canonical` (scheme://host:port)."""
+    name = host_header.rsplit(":", 1)[0] if not host_header.endswith("]") else host_header
+    name = name.lower()
+    own = urlsplit(canonical)
+    if own.hostname != CANONICAL_LOOPBACK or name not in LOOPBACK_ALIASES - {CANONICAL_LOOPBACK}:
+        return None
+    return f"{canonical}{path}" + (f"?{query}" if query else "")
+
+
+class CanonicalHostMiddleware:
+    """Redirects (308, keeping method and body) a request under another loopback name to the
+    canonical one, where the browser holds the sign-in cookies."""
+
+    def __init__(self, app: ASGIApp, canonical: str) -> None:
+        self.app = app
+        self.canonical = canonical
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            host = Headers(scope=scope).get("host", "")
+            target = redirect_target(
+                host,
+                scope["path"],
+                scope.get("query_string", b"").decode("latin-1"),
+                self.canonical,
+            )
+            if target is not None:
+                await RedirectResponse(target, status_code=308)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
 
 class LogMailer:
     """Mails of a dev machine go to the log, so a confirmation link is one copy & paste away."""
@@ -87,12 +155,14 @@ def load_secret(data_dir: Path) -> str:
     return secret
 
 
-# The Angular dev server's usual origins: allowed by CORS so `ng serve` works against this backend.
-DEV_FRONTEND_ORIGINS = ["http://localhost:4200", "http://127.0.0.1:4200"]
+# The Angular dev server's port: allowed by CORS (under the canonical host name only, see
+# `canonical_host`) so `ng serve` works against this backend.
+DEV_FRONTEND_PORT = 4200
 
 
 def embedded_settings(config: EmbeddedConfig, secret: str) -> Settings:
-    own = f"http://{config.host}:{config.port}"
+    own = config.public_url
+    dev_frontend = f"http://{canonical_host(config.host)}:{DEV_FRONTEND_PORT}"
     return Settings(
         # Plain HTTP on a developer machine: dev mode (refused defaults are lifted) and non-Secure
         # cookies, which browsers would otherwise drop on http://127.0.0.1.
@@ -102,8 +172,8 @@ def embedded_settings(config: EmbeddedConfig, secret: str) -> Settings:
         dispatcher="local",
         cookie_secure=False,
         cookie_samesite="lax",
-        frontend_url=config.frontend_url or own,
-        cors_origins=[own, *DEV_FRONTEND_ORIGINS, *config.extra_cors_origins],
+        frontend_url=canonical_url(config.frontend_url) if config.frontend_url else own,
+        cors_origins=[own, dev_frontend, *map(canonical_url, config.extra_cors_origins)],
         smtp_host=config.smtp_host or "localhost",
         smtp_port=config.smtp_port,
         log_level=config.log_level,
@@ -132,9 +202,7 @@ def build(config: EmbeddedConfig) -> Embedded:
     engine = make_engine(settings)
     # A key of its own for media URLs (derived, so one secret file is enough to keep).
     media_secret = secrets_derive(secret, "media-urls")
-    storage = LocalStorage(
-        config.data_dir / "media", UrlSigner(media_secret, f"http://{config.host}:{config.port}")
-    )
+    storage = LocalStorage(config.data_dir / "media", UrlSigner(media_secret, config.public_url))
     dispatcher = LocalDispatcher(
         storage, engine, config.data_dir / "transcodes", max_parallel=config.max_parallel
     )
@@ -142,6 +210,8 @@ def build(config: EmbeddedConfig) -> Embedded:
     app = create_app(settings, storage=storage, dispatcher=dispatcher, mailer=mailer)
     app.include_router(media_router(storage.root, storage.signer))
     app.add_middleware(RequestBaseUrlMiddleware)
+    # Outermost: nothing else runs for a request that is only redirected.
+    app.add_middleware(CanonicalHostMiddleware, canonical=config.public_url)
     install_web(app)
     return Embedded(config, settings, engine, storage, dispatcher, app)
 
