@@ -219,7 +219,7 @@ def test_untagged_hdr_transfer_alone_still_means_bt2020() -> None:
         (dict(coded_height=480), ("bt709", "bt709", "smpte170m", False)),
         (dict(coded_height=576, color_space="bt470bg", color_primaries="bt470bg",
               color_transfer="gamma28"), ("bt470bg", "bt470bg", "bt470bg", False)),
-        (dict(coded_height=480, color_space="smpte170m"), ("bt709", "smpte170m", "smpte170m",
+        (dict(coded_height=480, color_space="smpte170m"), ("bt709", "bt709", "smpte170m",
                                                            False)),
         (dict(coded_height=1080), ("bt709", "bt709", "bt709", False)),  # untagged HD: BT.709
         (dict(pix_fmt="yuvj420p"), ("bt709", "bt709", "bt709", True)),  # full-range phone MJPEG
@@ -234,7 +234,8 @@ def test_sdr_colour_guesses(
 
 
 def test_bt601_source_is_converted_to_bt709() -> None:
-    source = probe(720, 480, coded_height=480, color_space="smpte170m")
+    source = probe(720, 480, coded_height=480, color_space="smpte170m",
+                   color_primaries="smpte170m")
     assert plan.colour_filters(source, 640, 360) == [
         "zscale=w=640:h=360:f=bicubic:tin=bt709:min=smpte170m:pin=smpte170m:rin=tv"
         ":t=bt709:m=bt709:p=bt709:r=tv",

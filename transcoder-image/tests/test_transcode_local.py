@@ -323,13 +323,16 @@ class Awkward:
     interlaced: Path  # 320x240 25i top field first, 1 s
     vfr: Path  # 320x240: 1 s at 30 fps then ~2 s at 10 fps
     surround: Path  # 320x240, a silent stereo commentary, then the default 5.1 track
+    hlg: Path  # 640x360 HEVC 10-bit BT.2020 HLG (how iPhones record HDR), 1 s
+    anamorphic: Path  # 720x576 with 64:45 pixels (16:9 PAL DVD): shown 1024x576, 1 s
+    bt601: Path  # 640x480 orange, BT.601 matrix (as SD cameras and DVDs store it), BT.709 primaries
 
 
 @pytest.fixture(scope="module")
 def awkward(tx: Any, tmp_path_factory: pytest.TempPathFactory) -> Awkward:
     d = tmp_path_factory.mktemp("awkward")
     a = Awkward(d / "portrait.mp4", d / "pq.mp4", d / "interlaced.mp4", d / "vfr.mp4",
-                d / "surround.mkv")
+                d / "surround.mkv", d / "hlg.mp4", d / "anamorphic.mp4", d / "bt601.mp4")
     fast = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
     tx.ffmpeg("-f", "lavfi", "-i", "testsrc2=size=720x1280:rate=30:duration=1",
               "-f", "lavfi", "-i", "sine=duration=1", *fast, "-c:a", "aac", str(a.portrait))
@@ -354,7 +357,51 @@ def awkward(tx: Any, tmp_path_factory: pytest.TempPathFactory) -> Awkward:
               "-filter_complex", "[2:a]pan=5.1|FC=c0[surround]",
               "-map", "0:v", "-map", "1:a", "-map", "[surround]", "-t", "1", "-c:a", "aac",
               "-disposition:a:0", "0", "-disposition:a:1", "default", str(a.surround))
+    tx.ffmpeg("-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30", "-t", "1",
+              "-c:v", "libx265", "-preset", "ultrafast", "-pix_fmt", "yuv420p10le",
+              "-x265-params",
+              "colorprim=bt2020:transfer=arib-std-b67:colormatrix=bt2020nc:log-level=error",
+              "-color_primaries", "bt2020", "-color_trc", "arib-std-b67",
+              "-colorspace", "bt2020nc", str(a.hlg))
+    tx.ffmpeg("-f", "lavfi", "-i", "testsrc2=size=720x576:rate=25:duration=1",
+              "-vf", "setsar=64/45", *fast, str(a.anamorphic))
+    tx.ffmpeg("-f", "lavfi", "-i", f"color=c={ORANGE}:size=640x480:rate=25:duration=1",
+              "-vf", "scale=out_color_matrix=bt601:out_range=tv", *fast,
+              "-colorspace", "smpte170m", "-color_primaries", "bt709", "-color_trc", "bt709",
+              str(a.bt601))
     return a
+
+
+ORANGE = "0xC04020"
+
+
+def _rgb(file: Path, matrix: str, x: int, y: int) -> tuple[int, ...]:
+    """One pixel of the first frame, decoded to RGB with the given YUV matrix."""
+    data = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(file), "-vf",
+         f"crop=2:2:{x}:{y},scale=in_color_matrix={matrix}:in_range=tv,format=rgb24",
+         "-frames:v", "1", "-f", "rawvideo", "-"],
+        capture_output=True, timeout=60, check=True,
+    ).stdout
+    return tuple(data[:3])
+
+
+def test_bt601_source_is_converted_to_bt709(awkward: Awkward, tx: Any, tmp_path: Path) -> None:
+    run = tx.transcoder("rendition", "--source", str(awkward.bt601), "--dest", str(tmp_path),
+                        "--name", "360p", "--width", "480", "--height", "360")
+    assert run.code == 0, run.stderr
+    out = tmp_path / "360p" / "video.mp4"
+    assert _colour(tx, out) == ("yuv420p", "bt709", "bt709", "bt709", "tv")
+    source = _rgb(awkward.bt601, "bt601", 200, 200)
+    assert _distance(source, (0xC0, 0x40, 0x20)) <= 3
+    shown = _rgb(out, "bt709", 150, 150)  # what a player shows for a BT.709-tagged file
+    assert _distance(source, shown) <= 3
+    # Merely re-tagging the BT.601 samples as BT.709 would shift the colour visibly.
+    assert _distance(source, _rgb(out, "bt601", 150, 150)) > 6
+
+
+def _distance(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    return max(abs(x - y) for x, y in zip(a, b, strict=True))
 
 
 def _colour(tx: Any, file: Path) -> tuple[str, str, str, str, str]:
@@ -398,6 +445,30 @@ def test_pq_hdr_source_is_tone_mapped_to_bt709_sdr(awkward: Awkward, tx: Any,
     poster = tx.streams(tmp_path / "thumbnails" / "poster.jpg")["video"]
     assert (poster["width"], poster["height"], poster["pix_fmt"]) == (1280, 720, "yuvj420p")
     assert 40 < tx.mean_luma(tmp_path / "thumbnails" / "poster.jpg") < 130
+
+
+def test_hlg_hdr_source_is_tone_mapped_to_bt709_sdr(awkward: Awkward, tx: Any,
+                                                    tmp_path: Path) -> None:
+    assert tx.streams(awkward.hlg)["video"]["color_transfer"] == "arib-std-b67"
+    run = tx.transcoder("rendition", "--source", str(awkward.hlg), "--dest", str(tmp_path),
+                        "--name", "120p", "--width", "214", "--height", "120")
+    assert run.code == 0, run.stderr
+    out = tmp_path / "120p" / "video.mp4"
+    assert _colour(tx, out) == ("yuv420p", "bt709", "bt709", "bt709", "tv")
+    check_rendition(tx, out, (214, 120), 1.0, 30.0, audio=False)
+
+
+def test_anamorphic_source_gets_square_pixels_at_its_displayed_size(
+    awkward: Awkward, tx: Any, tmp_path: Path
+) -> None:
+    probe = tx.transcoder("probe", "--source", str(awkward.anamorphic))
+    assert (probe.result["width"], probe.result["height"]) == (1024, 576)
+    run = tx.transcoder("rendition", "--source", str(awkward.anamorphic), "--dest",
+                        str(tmp_path), "--name", "360p", "--width", "640", "--height", "360")
+    assert run.code == 0, run.stderr
+    video = tx.streams(tmp_path / "360p" / "video.mp4")["video"]
+    assert (video["width"], video["height"]) == (640, 360)
+    assert video.get("sample_aspect_ratio", "1:1") == "1:1"
 
 
 def _idet(tx: Any, file: Path) -> dict[str, int]:

@@ -183,8 +183,6 @@ _MATRICES = {"bt709": "bt709", "fcc": "fcc", "bt470bg": "bt470bg", "smpte170m": 
              "bt2020c": "bt2020c"}
 _PRIMARIES = {"bt709", "bt470m", "bt470bg", "smpte170m", "smpte240m", "film", "bt2020",
               "smpte428", "smpte431", "smpte432", "jedec-p22"}
-_MATRIX_PRIMARIES = {"bt470bg": "bt470bg", "smpte170m": "smpte170m", "bt2020nc": "bt2020",
-                     "bt2020c": "bt2020"}
 _INTERLACED = frozenset({"tt", "bb", "tb", "bt"})
 # HDR → SDR: linear light with 100 nits as 1.0 (SDR reference white), gamut to BT.709 in
 # float RGB, then hable: its filmic shoulder rolls highlights (a phone's 1000-nit sky) off
@@ -219,7 +217,7 @@ def source_colour(probe: ProbeResult) -> SourceColour:
     """The source's colour as tagged; untagged values guessed the way players guess.
 
     Untagged matrix: BT.601 below 720 lines, BT.709 from 720 up (BT.2020 for HDR). Untagged
-    primaries follow a tagged matrix, else BT.709 (no gamut change, as browsers assume).
+    primaries are BT.709 (no gamut change, as browsers assume), BT.2020 for HDR.
     """
     transfer = _TRANSFERS.get(probe.color_transfer or "", "bt709")
     hdr = transfer in HDR_TRANSFERS
@@ -227,10 +225,8 @@ def source_colour(probe: ProbeResult) -> SourceColour:
     matrix = _MATRICES.get(probe.color_space or "", guess)
     if probe.color_primaries in _PRIMARIES:
         primaries = str(probe.color_primaries)
-    elif probe.color_space in _MATRICES or hdr:
-        primaries = _MATRIX_PRIMARIES.get(matrix, "bt709")
     else:
-        primaries = "bt709"
+        primaries = "bt2020" if hdr else "bt709"
     full = probe.color_range == "pc" or (probe.pix_fmt or "").startswith("yuvj")
     return SourceColour(transfer, primaries, matrix, full)
 
