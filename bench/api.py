@@ -26,6 +26,7 @@ import time
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import boto3
 import httpx
@@ -156,59 +157,70 @@ def start_minio(stack: ExitStack) -> tuple[str, str, str]:
     return endpoint, user, password
 
 
+def insert_videos(conn: psycopg.Connection[Any], first: int, last: int) -> None:
+    """COPY the benchmark videos numbered first..last (inclusive), ready with three rungs."""
+    rng = random.Random(first)
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    with conn.cursor().copy(
+        "COPY videos (title, description, category, created_at, updated_at, source_key,"
+        " processing_state, converted_files, thumbnail_key, duration_seconds, progress,"
+        " transcode_generation) FROM STDIN"
+    ) as copy:
+        for i in range(first, last + 1):
+            when = start + timedelta(seconds=i * 60 + rng.randint(0, 59))
+            files = {
+                name: {
+                    "width": h * 16 // 9,
+                    "height": h,
+                    "bitrate": h * 4000,
+                    "bytes": h * 100_000,
+                    "durationSeconds": 90.0,
+                    "file": f"videos/{i}/{name}/video.mp4",
+                    "playlist": f"videos/{i}/{name}/index.m3u8",
+                }
+                for name, h in (("120p", 120), ("360p", 360), ("720p", 720))
+            }
+            copy.write_row(
+                (
+                    f"Video number {i}",
+                    "A benchmark video " * 5,
+                    rng.choice(CATEGORIES),
+                    when,
+                    when,
+                    f"videos/{i}/source/g1-source.mp4",
+                    "ready",
+                    json.dumps(files),
+                    f"videos/{i}/thumbnails/poster.jpg",
+                    90.0,
+                    100,
+                    1,
+                )
+            )
+    conn.execute("ANALYZE videos")
+
+
+def add_user(conn: psycopg.Connection[Any], email: str = "bench@example.com") -> int:
+    row = conn.execute(
+        "INSERT INTO users (email, password_hash, is_active, is_staff, created_at)"
+        " VALUES (%s, %s, true, false, now()) RETURNING id",
+        (email, security.hash_password(secrets.token_urlsafe(16))),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def fill(database_url: str, rows: int) -> tuple[int, str]:
     """Insert `rows` videos (COPY) and a user; returns the user id and a deep-page cursor."""
     upgrade(database_url)
     url = database_url.replace("postgresql+psycopg://", "postgresql://")
-    rng = random.Random(7)
-    start = datetime(2024, 1, 1, tzinfo=UTC)
     with psycopg.connect(url) as conn:
-        with conn.cursor().copy(
-            "COPY videos (title, description, category, created_at, updated_at, source_key,"
-            " processing_state, converted_files, thumbnail_key, duration_seconds, progress,"
-            " transcode_generation) FROM STDIN"
-        ) as copy:
-            for i in range(1, rows + 1):
-                when = start + timedelta(seconds=i * 60 + rng.randint(0, 59))
-                files = {
-                    name: {
-                        "width": h * 16 // 9,
-                        "height": h,
-                        "bitrate": h * 4000,
-                        "bytes": h * 100_000,
-                        "durationSeconds": 90.0,
-                        "file": f"videos/{i}/{name}/video.mp4",
-                        "playlist": f"videos/{i}/{name}/index.m3u8",
-                    }
-                    for name, h in (("120p", 120), ("360p", 360), ("720p", 720))
-                }
-                copy.write_row(
-                    (
-                        f"Video number {i}",
-                        "A benchmark video " * 5,
-                        rng.choice(CATEGORIES),
-                        when,
-                        when,
-                        f"videos/{i}/source/g1-source.mp4",
-                        "ready",
-                        json.dumps(files),
-                        f"videos/{i}/thumbnails/poster.jpg",
-                        90.0,
-                        100,
-                        1,
-                    )
-                )
-        conn.execute("ANALYZE videos")
-        user_id = conn.execute(
-            "INSERT INTO users (email, password_hash, is_active, is_staff, created_at)"
-            " VALUES ('bench@example.com', %s, true, false, now()) RETURNING id",
-            (security.hash_password(secrets.token_urlsafe(16)),),
-        ).fetchone()[0]  # type: ignore[index]
+        insert_videos(conn, 1, rows)
+        user_id = add_user(conn)
         created_at, video_id = conn.execute(
             "SELECT created_at, id FROM videos ORDER BY created_at DESC, id DESC OFFSET %s LIMIT 1",
             (int(rows * 0.9),),
         ).fetchone()  # type: ignore[misc]
-    return int(user_id), encode_cursor(created_at, video_id)
+    return user_id, encode_cursor(created_at, video_id)
 
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
