@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from videoflix_api.config import Settings
+from videoflix_core.transcode import VideoTranscodeStatus
 from videoflix_operator import metrics as operator_metrics
 
 from tests.fixtures.procs import free_port
@@ -116,3 +117,24 @@ def test_operator_error_kinds() -> None:
     assert operator_metrics.error_kind(httpx.ConnectError("api server"), database=False) == (
         "cluster"
     )
+
+
+def test_operator_ages_count_unfinished_work_only() -> None:
+    """The stuck-work gauges: oldest unfinished CR by creation, longest running step by start."""
+    status = VideoTranscodeStatus.model_validate(
+        {
+            "phase": "Transcoding",
+            "probe": {"phase": "Succeeded", "startedAt": "2026-01-01T00:00:00Z"},
+            "renditions": {
+                "360p": {"phase": "Running", "startedAt": "2026-01-01T00:10:00Z"},
+                "720p": {"phase": "Queued"},
+            },
+        }
+    )
+    created = "2026-01-01T00:00:00Z"
+    now = operator_metrics.tracked(status, created).created or 0.0
+    running = operator_metrics.tracked(status, created)
+    done = operator_metrics.tracked(status.model_copy(update={"phase": "Succeeded"}), created)
+    assert operator_metrics.oldest_ages([running, done], now + 3600) == (3600.0, 3000.0)
+    assert operator_metrics.oldest_ages([done], now + 3600) == (0.0, 0.0)
+    assert operator_metrics.oldest_ages([], now) == (0.0, 0.0)
