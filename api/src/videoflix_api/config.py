@@ -141,6 +141,17 @@ class Settings(BaseSettings):
     log_json: bool = True
     page_size_default: int = Field(default=50, ge=1, le=500)
     page_size_max: int = Field(default=200, ge=1, le=1000)
+    # The unchanged Angular client cannot page, so `/content/` without `limit`/`cursor` streams the
+    # whole catalogue; a deployment whose clients page can cap that.
+    content_max_items: int = Field(
+        default=0,
+        ge=0,
+        description="Most videos `/content/` returns without `limit`/`cursor` (0: all, streamed); "
+        "when more exist, X-Next-Cursor and Link name the next page.",
+    )
+    content_stream_batch: int = Field(
+        default=500, ge=1, le=10_000, description="Rows fetched per query while streaming it."
+    )
 
     @field_validator("frontend_url", "public_base_url", "s3_public_base_url")
     @classmethod
@@ -165,17 +176,6 @@ class Settings(BaseSettings):
         return list(dict.fromkeys(origins))
 
 
-    # The unchanged Angular client cannot page, so `/content/` without `limit`/`cursor` streams the
-    # whole catalogue; a deployment whose clients page can cap that.
-    content_max_items: int = Field(
-        default=0,
-        ge=0,
-        description="Most videos `/content/` returns without `limit`/`cursor` (0: all, streamed); "
-        "when more exist, X-Next-Cursor and Link name the next page.",
-    )
-    content_stream_batch: int = Field(
-        default=500, ge=1, le=10_000, description="Rows fetched per query while streaming it."
-    )
 def check_production(settings: Settings) -> list[str]:
     """What makes `settings` unsafe outside dev mode (empty when fine)."""
     problems = []
