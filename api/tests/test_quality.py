@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from videoflix_api.services.videos import playable_quality
 from videoflix_core.db import Video
 
@@ -83,3 +84,12 @@ def test_video_url_falls_back_over_http(
         r = client.get(f"/content/video-url/{waiting_id}/", params={"quality": "720p"})
         assert r.status_code == 404 and r.json() == {"detail": "This video is not playable yet."}
         assert client.get(f"/content/video-url/{video_id}/?quality=../etc").status_code == 400
+
+
+def test_openapi_names_the_served_quality(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    video_url = spec["components"]["schemas"]["VideoUrl"]
+    assert set(video_url["required"]) == {"url", "quality"}
+    assert "X-Videoflix-Quality" in video_url["properties"]["quality"]["description"]
+    operation = spec["paths"]["/content/video-url/{video_id}/"]["get"]
+    assert "at or below" in operation["description"] and "404" in operation["responses"]
