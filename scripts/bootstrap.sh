@@ -39,7 +39,7 @@ uv sync --all-packages --frozen --quiet
 
 if ! $runtime_only; then
   command -v go >/dev/null 2>&1 || { say "Go >= 1.24 is required to build the test servers"; exit 3; }
-  for tool in minio helm promtool; do
+  for tool in minio helm promtool prometheus; do
     tools/gotool.sh "$tool" >/dev/null
   done
   if [ -x tools/k8s/build.sh ]; then
