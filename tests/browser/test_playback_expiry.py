@@ -166,12 +166,25 @@ def _start_progressive(page: Any, video_id: int, quality: str) -> None:
     )
 
 
-def _watch_pause_seek_to_end(page: Any, issued: Callable[[], float]) -> float:
+def _wait(page: Any, network: Network, condition: str) -> None:
+    """`condition` (JS) holds within 60 s; else fail naming what the player and network saw."""
+    try:
+        page.wait_for_function(condition, timeout=60_000)
+    except Exception as exc:
+        seen = page.evaluate(
+            """() => { const v = document.getElementById('v');
+                return {t: v.currentTime, ready: v.readyState, errors: window.playerErrors}; }"""
+        )
+        raise AssertionError(
+            f"not reached: {condition}; player {seen}; errors {network.errors()}; "
+            f"failed {network.failed}; last {network.responses[-5:]}"
+        ) from exc
+
+
+def _watch_pause_seek_to_end(page: Any, network: Network, issued: Callable[[], float]) -> float:
     """Play a while, pause until the base lifetime of the URLs is over, seek near the end and play
     to `ended`; returns the moment the seek was made (epoch seconds)."""
-    page.wait_for_function(
-        "() => { const v = document.getElementById('v'); return v.currentTime >= 4; }"
-    )
+    _wait(page, network, "() => document.getElementById('v').currentTime >= 4")
     page.evaluate("() => document.getElementById('v').pause()")
     # The pause outlasts the base expiry of the newest playback URL (a poll with a deadline).
     wait_until(lambda: time.time() > issued() + BASE_EXPIRY + 1.5, "the base expiry", 60)
@@ -181,7 +194,7 @@ def _watch_pause_seek_to_end(page: Any, issued: Callable[[], float]) -> float:
             v.currentTime = v.duration - 10; v.playbackRate = rate; v.play(); }""",
         RATE,
     )
-    page.wait_for_function("() => document.getElementById('v').ended", timeout=60_000)
+    _wait(page, network, "() => document.getElementById('v').ended")
     state = page.evaluate(
         """() => { const v = document.getElementById('v');
             return {t: v.currentTime, d: v.duration, errors: window.playerErrors}; }"""
@@ -237,10 +250,11 @@ def _transcode_360p(minio: Any, bucket: str, video_id: int, scratch: Path) -> di
     from videoflix_core.status import parse_result
 
     prefix = f"s3://{bucket}/videos/{video_id}/"
+    scratch.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(
         [sys.executable, "-m", "videoflix_transcoder", "rendition",
          "--source", prefix + "source/source.mp4", "--dest", prefix,
-         "--name", "360p", "--height", "360"],
+         "--name", "360p", "--width", "640", "--height", "360"],
         env={**os.environ, **minio.env(bucket), "VIDEOFLIX_SCRATCH_DIR": str(scratch),
              "VIDEOFLIX_RESULT_FILE": str(scratch / "result.json")},
         capture_output=True, text=True, timeout=600, check=False,
@@ -324,13 +338,13 @@ def _open(browser: Any, base: str) -> tuple[Any, Any, Network]:
     context = browser.new_context()
     context.set_default_timeout(60_000)
     page = context.new_page()
-    # A blank page on the API's own origin: the API's cookies and relative URLs just work.
-    page.route(
-        f"{base}/__player__", lambda route: route.fulfill(body=PAGE, content_type="text/html")
-    )
     network = Network()
     network.attach(page)
-    page.goto(f"{base}/__player__")
+    # Our player on the API's own origin: its cookies and relative URLs just work. The document
+    # really comes from the server (not a Playwright-fulfilled route), so Chromium's local network
+    # access checks see a loopback page and let it fetch from MinIO on loopback.
+    page.goto(f"{base}/health/")
+    page.set_content(PAGE)
     return context, page, network
 
 
@@ -344,7 +358,7 @@ def test_s3_playback_outlives_the_base_expiry(browser: Any, s3_api: S3Api, mode:
             _start_hls(page, s3_api.video_id)
         else:
             _start_progressive(page, s3_api.video_id, "360p")
-        seek_at = _watch_pause_seek_to_end(page, lambda: network.issued_at(marker))
+        seek_at = _watch_pause_seek_to_end(page, network, lambda: network.issued_at(marker))
         issued = network.issued_at(marker)
         _check(network, lambda u: "/360p/video.mp4?" in u and "X-Amz-" in u, issued, seek_at)
         # The base lifetime is enforced: a URL presigned for it when playback began is refused.
@@ -408,7 +422,7 @@ def test_embedded_playback_outlives_the_base_expiry(
             _start_hls(page, video_id)
         else:
             _start_progressive(page, video_id, "360p")
-        seek_at = _watch_pause_seek_to_end(page, lambda: network.issued_at(marker))
+        seek_at = _watch_pause_seek_to_end(page, network, lambda: network.issued_at(marker))
         issued = network.issued_at(marker)
         _check(network, lambda u: "/media/" in u and "/360p/video.mp4?" in u, issued, seek_at)
         assert httpx.get(poster).status_code == 403
