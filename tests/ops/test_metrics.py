@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from videoflix_api.config import Settings
+from videoflix_core.status import on_call_summary
 from videoflix_core.transcode import VideoTranscodeStatus
 from videoflix_operator import metrics as operator_metrics
 
@@ -131,6 +132,9 @@ def test_operator_ages_count_unfinished_work_only() -> None:
             },
         }
     )
+    step, attempts, since = on_call_summary(status)
+    assert (step, attempts, since) == ("360p", 0, "2026-01-01T00:10:00Z")
+    status.running_since = since  # as status.aggregate sets it
     created = "2026-01-01T00:00:00Z"
     now = operator_metrics.tracked(status, created).created or 0.0
     running = operator_metrics.tracked(status, created)

@@ -8,9 +8,7 @@ minimum through the chart's own value); the expressions are the chart's.
 
 from __future__ import annotations
 
-import base64
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,6 @@ import pytest
 import yaml
 
 from tests.chart.helm import find_all, render
-from tests.cluster.podenv import ImageMapping
 from tests.fixtures.procs import free_port, stop, wait_until
 from tests.operator.conftest import Platform
 from tests.ops.apisupport import api as api_support
@@ -36,7 +33,6 @@ from tests.ops.promql import (
 
 pytestmark = pytest.mark.cluster
 HERE = Path(__file__).resolve().parent
-HANG_IMAGE = "videoflix-hang:test"
 SCRAPE = {"metrics.serviceMonitor.interval": "1s", "metrics.prometheusRule.workStuckMinutes": 1}
 
 
@@ -71,7 +67,7 @@ def alert_state(url: str, name: str) -> str | None:
 
 
 def test_stuck_work_alert_fires_and_resolves(
-    make_platform: Any,
+    hanging_platform: tuple[Platform, Path],
     sources: dict[str, Path],
     settings: Any,
     helm_available: str,
@@ -87,13 +83,7 @@ def test_stuck_work_alert_fires_and_resolves(
                 rule["for"] = "2s"
     write_rules(tmp_path / "rules.yaml", groups)
 
-    p: Platform = make_platform(transcoder_image=HANG_IMAGE)
-    if not any(m.match == "videoflix-hang" for m in p.kube.kubelet.images):
-        entrypoint = (sys.executable, str(HERE / "hang_transcoder.py"))
-        p.kube.kubelet.add_image(ImageMapping(match="videoflix-hang", entrypoint=entrypoint))
-    # Where `release` goes: the pods' VIDEOFLIX_FLAKY_DIR, from the S3 Secret of make_platform.
-    secret = p.kube.client.get(f"/api/v1/namespaces/{p.namespace}/secrets/videoflix-s3")
-    release = Path(base64.b64decode(secret["data"]["VIDEOFLIX_FLAKY_DIR"]).decode()) / "release"
+    p, release = hanging_platform
 
     with api_support.serve(api_support.build_app(settings)) as api:
         api_port = api.rsplit(":", 1)[1]

@@ -113,6 +113,26 @@ def crd() -> dict[str, Any]:
                         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
                         {"name": "Progress", "type": "integer", "jsonPath": ".status.progress"},
                         {"name": "Ready", "type": "string", "jsonPath": ".status.ready"},
+                        # -o wide: what someone on call needs next (running steps, retries, how
+                        # long the longest-running step has been at it).
+                        {
+                            "name": "Step",
+                            "type": "string",
+                            "jsonPath": ".status.currentStep",
+                            "priority": 1,
+                        },
+                        {
+                            "name": "Attempts",
+                            "type": "integer",
+                            "jsonPath": ".status.attempts",
+                            "priority": 1,
+                        },
+                        {
+                            "name": "Running",
+                            "type": "date",
+                            "jsonPath": ".status.runningSince",
+                            "priority": 1,
+                        },
                         {
                             "name": "Message",
                             "type": "string",

@@ -360,6 +360,7 @@ def _summarize(
         share = (100 - _PROBE_WEIGHT) * steps_done // max(steps_total, 1)
         status.progress = min(99, _PROBE_WEIGHT + share)
     status.ready = f"{len(done)}/{len(renditions)}" if status.renditions is not None else None
+    status.current_step, status.attempts, status.running_since = on_call_summary(status)
 
     playable = bool(done)
     ready = status.phase == Phase.SUCCEEDED
@@ -392,6 +393,22 @@ def _summarize(
             status.observed_generation,
         ),
     ]
+
+
+def on_call_summary(status: VideoTranscodeStatus) -> tuple[str | None, int, str | None]:
+    """(steps running now, attempts over all steps, start of the longest-running step).
+
+    Step names as `kubectl` shows them: `probe`, `thumbnail`, or the rendition's name."""
+    steps: dict[str, StepStatus | None] = {
+        PROBE: status.probe,
+        **(status.renditions or {}),
+        THUMBNAIL: status.thumbnail,
+    }
+    running = {n: s for n, s in steps.items() if s is not None and s.phase == StepPhase.RUNNING}
+    attempts = sum(s.attempts for s in steps.values() if s is not None)
+    # RFC 3339 UTC times of one format: the smallest string is the earliest.
+    since = min((s.started_at for s in running.values() if s.started_at), default=None)
+    return (",".join(running) or None), attempts, since
 
 
 def running_steps(status: VideoTranscodeStatus) -> set[str]:

@@ -273,6 +273,14 @@ class VideoTranscodeStatus(_Observed):
     probe: StepStatus | None = None
     renditions: dict[str, RenditionStatus] | None = None
     thumbnail: ThumbnailStatus | None = None
+    # For `kubectl get vt -o wide` (what someone on call looks at first), from `on_call_summary`.
+    current_step: str | None = Field(default=None, description="Steps running now, e.g. 360p,720p.")
+    attempts: int | None = Field(default=None, description="Attempts over all steps, retries too.")
+    running_since: str | None = Field(
+        default=None,
+        description="When the longest-running step started.",
+        json_schema_extra={"format": "date-time"},
+    )
     conditions: list[Condition] | None = Field(
         default=None,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},

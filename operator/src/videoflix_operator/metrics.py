@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
-from videoflix_core.transcode import Phase, StepPhase, StepStatus, VideoTranscodeStatus
+from videoflix_core.transcode import Phase, StepPhase, VideoTranscodeStatus
 
 TRANSCODES = Gauge("videoflix_transcodes", "VideoTranscodes by phase", ["phase"])
 JOBS_CREATED = Counter("videoflix_jobs_created_total", "Jobs created", ["step", "rendition"])
@@ -109,18 +109,8 @@ def _timestamp(value: str | None) -> float | None:
         return None
 
 
-def _steps(status: VideoTranscodeStatus) -> list[StepStatus]:
-    steps: list[StepStatus] = [*(status.renditions or {}).values()]
-    return steps + [s for s in (status.probe, status.thumbnail) if s is not None]
-
-
 def tracked(status: VideoTranscodeStatus, created: str | None) -> Tracked:
-    starts = [
-        t
-        for step in _steps(status)
-        if step.phase == StepPhase.RUNNING and (t := _timestamp(step.started_at)) is not None
-    ]
-    return Tracked(str(status.phase), _timestamp(created), min(starts, default=None))
+    return Tracked(str(status.phase), _timestamp(created), _timestamp(status.running_since))
 
 
 def oldest_ages(items: Iterable[Tracked], now: float) -> tuple[float, float]:
