@@ -6,7 +6,16 @@ from typing import Any
 
 from videoflix_core.ladder import DEFAULT_LADDER, plan_ladder
 from videoflix_core.status import spec_hash
-from videoflix_core.transcode import Phase, ProbeResult, VideoTranscodeSpec, VideoTranscodeStatus
+from videoflix_core.transcode import (
+    Phase,
+    ProbeResult,
+    RenditionStatus,
+    StepPhase,
+    StepStatus,
+    ThumbnailStatus,
+    VideoTranscodeSpec,
+    VideoTranscodeStatus,
+)
 from videoflix_operator.builders import Owner, build_job
 from videoflix_operator.config import OperatorSettings
 from videoflix_operator.plan import (
@@ -302,6 +311,29 @@ def test_transition_events_only_on_change() -> None:
     [note] = transition_events(before, failed)
     assert (note.type, note.reason, note.message) == ("Warning", "TranscodeFailed", "probe: bad")
     assert transition_events(failed, failed) == []
+
+
+def test_every_phase_change_failure_and_retry_is_one_event() -> None:
+    def reasons(before: VideoTranscodeStatus | None, after: VideoTranscodeStatus) -> list[str]:
+        return [n.reason for n in transition_events(before, after)]
+
+    probing = VideoTranscodeStatus(phase=Phase.PROBING, probe=StepStatus(attempts=1))
+    assert reasons(VideoTranscodeStatus(), probing) == ["Probing"]
+    running = {"360p": RenditionStatus(phase=StepPhase.RUNNING, attempts=1)}
+    transcoding = VideoTranscodeStatus(phase=Phase.TRANSCODING, renditions=running)
+    retried = transcoding.model_copy(
+        update={"renditions": {"360p": RenditionStatus(phase=StepPhase.RUNNING, attempts=2)}}
+    )
+    [note] = transition_events(transcoding, retried)
+    assert (note.type, note.reason) == ("Warning", "StepRetried")
+    assert note.message == "Step 360p failed transiently; attempt 2 started"
+    assert reasons(retried, retried) == []  # said once, not on every pass
+    thumb_failed = retried.model_copy(
+        update={"thumbnail": ThumbnailStatus(phase=StepPhase.FAILED, attempts=1, message="exit 2")}
+    )
+    [note] = transition_events(retried, thumb_failed)
+    assert (note.reason, note.message) == ("ThumbnailFailed", "Thumbnail failed: exit 2")
+    assert reasons(thumb_failed, thumb_failed) == []
 
 
 def test_scheduler_finishes_older_videos_first() -> None:

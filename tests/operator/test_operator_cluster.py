@@ -15,6 +15,7 @@ from videoflix_core.db.migrate import upgrade
 from videoflix_core.db.models import Video
 
 from tests.cluster.fixtures import Kube
+from tests.fixtures.procs import wait_until
 from tests.operator.conftest import Platform
 
 pytestmark = pytest.mark.cluster
@@ -77,8 +78,11 @@ def test_1080p_source_ends_succeeded_with_four_renditions_and_thumbnail(
         assert job["metadata"]["ownerReferences"][0]["uid"] == cr["metadata"]["uid"]
         assert len(job["metadata"]["name"]) <= 63
     assert "videoflix.io/cleanup" in cr["metadata"]["finalizers"]
-    reasons = {e["reason"] for e in p.events(name)}
-    assert {"Probed", "RenditionReady", "TranscodeSucceeded"} <= reasons
+    # kopf posts Events in the background: wait for them rather than read them once.
+    expected = {"Probing", "Probed", "RenditionReady", "TranscodeSucceeded"}
+    wait_until(
+        lambda: expected <= {e["reason"] for e in p.events(name)}, f"the Events {expected}"
+    )
 
 
 def test_480p_source_gets_no_720p_or_1080p(make_platform: Any, sources: dict[str, Path]) -> None:
@@ -174,7 +178,10 @@ def test_broken_source_fails_with_the_probe_reason_and_no_retry_storm(
     row = p.video(vid)
     assert row.processing_state == "error"
     assert row.processing_error == st["message"]
-    assert "TranscodeFailed" in {e["reason"] for e in p.events(name)}
+    wait_until(
+        lambda: "TranscodeFailed" in {e["reason"] for e in p.events(name)},
+        "a TranscodeFailed Event",
+    )
 
 
 def test_transient_failure_is_retried(
@@ -187,6 +194,14 @@ def test_transient_failure_is_retried(
     assert renditions["360p"]["attempts"] == 2
     assert renditions["120p"]["attempts"] == 1
     assert_status_and_row_agree(p, cr, vid)
+    # Kubernetes posts Events asynchronously: wait for the retry's one line.
+    wait_until(
+        lambda: any(
+            e["reason"] == "StepRetried" and e["message"].startswith("Step 360p")
+            for e in p.events(name)
+        ),
+        "a StepRetried Event for 360p",
+    )
 
 
 def test_operator_killed_mid_way_resumes_without_duplicates(

@@ -27,6 +27,7 @@ from videoflix_core.transcode import (
     LABEL_STEP,
     Phase,
     StepPhase,
+    StepStatus,
     VideoTranscodeSpec,
     VideoTranscodeStatus,
 )
@@ -209,11 +210,37 @@ def plan(
     return actions
 
 
+def _steps(status: VideoTranscodeStatus) -> dict[str, StepStatus]:
+    steps: dict[str, StepStatus] = dict(status.renditions or {})
+    if status.probe is not None:
+        steps["probe"] = status.probe
+    if status.thumbnail is not None:
+        steps["thumbnail"] = status.thumbnail
+    return steps
+
+
 def transition_events(
     before: VideoTranscodeStatus | None, after: VideoTranscodeStatus
 ) -> list[EventNote]:
-    """Events for milestones and failures between two statuses (none when nothing changed)."""
+    """One line per phase change, step failure and retry between two statuses (none when nothing
+    changed), so `kubectl describe vt` tells the story without reading Jobs or logs."""
     notes: list[EventNote] = []
+    old_steps = _steps(before) if before else {}
+    for name, step in _steps(after).items():
+        old = old_steps.get(name)
+        if step.phase != StepPhase.FAILED and step.attempts > max(1, old.attempts if old else 0):
+            notes.append(
+                EventNote(
+                    "Warning", "StepRetried",
+                    f"Step {name} failed transiently; attempt {step.attempts} started",
+                )
+            )
+    thumb, old_thumb = after.thumbnail, old_steps.get("thumbnail")
+    if thumb and thumb.phase == StepPhase.FAILED and (
+        old_thumb is None or old_thumb.phase != StepPhase.FAILED
+    ):
+        # It does not fail the video, so no phase change would tell.
+        notes.append(EventNote("Warning", "ThumbnailFailed", f"Thumbnail failed: {thumb.message}"))
     old_renditions = (before.renditions or {}) if before else {}
     for name, rendition in (after.renditions or {}).items():
         old = old_renditions.get(name)
@@ -240,6 +267,8 @@ def transition_events(
             notes.append(
                 EventNote("Normal", "TranscodeSucceeded", f"All {after.ready} renditions ready")
             )
+        elif after.phase == Phase.PROBING:
+            notes.append(EventNote("Normal", "Probing", "Probing the source"))
         elif after.phase == Phase.TRANSCODING and after.source is not None:
             src = after.source
             notes.append(
