@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass, replace
 
 from videoflix_transcoder.errors import BadInput
-from videoflix_transcoder.probe import ProbeResult
+from videoflix_transcoder.probe import ProbeResult, input_args
 
 KEYFRAME_SECONDS = 2  # every rung: an IDR exactly every 2 s, so players switch at any fragment
 AUDIO_SAMPLE_RATE = 48000
@@ -325,7 +325,7 @@ def encode_argv(
     ]
     if threads:
         argv += ["-threads", str(threads), "-filter_complex_threads", str(threads)]
-    argv += ["-i", source_path, "-filter_complex", ";".join([split, *chains])]
+    argv += [*input_args(), "-i", source_path, "-filter_complex", ";".join([split, *chains])]
     for label, out in zip(labels, outputs, strict=True):
         argv += ["-map", f"[o{label}]"]
         if probe.audio_index is not None:
@@ -399,7 +399,7 @@ def poster_argv(
         argv += ["-threads", str(threads)]
     return [
         *argv,
-        "-ss", f"{start:.3f}", "-t", f"{length:.3f}", "-i", source_path,
+        "-ss", f"{start:.3f}", "-t", f"{length:.3f}", *input_args(), "-i", source_path,
         "-map", f"0:{probe.video_index}", "-an", "-sn", "-dn", "-map_metadata", "-1",
         "-vf", ",".join(chain), "-frames:v", "1", "-q:v", "3", "-update", "1",
         "-f", "image2", out_path,
@@ -448,7 +448,8 @@ def sprite_argv(
         f"tile={plan.columns}x{plan.rows}", *JPEG_FILTERS,
     ])
     return [
-        *argv, "-i", source_path, "-map", f"0:{probe.video_index}", "-an", "-sn", "-dn",
+        *argv, *input_args(), "-i", source_path, "-map", f"0:{probe.video_index}",
+        "-an", "-sn", "-dn",
         "-map_metadata", "-1", "-vf", vf, "-frames:v", "1", "-q:v", "5", "-update", "1",
         "-f", "image2", out_path,
     ]

@@ -18,6 +18,37 @@ from videoflix_transcoder.errors import BadInput
 _STILL_IMAGE_FORMATS = {"image2", "tty"}
 _TEXT_CODECS = {"ansi", "bintext", "xbin", "idf"}
 
+# The only demuxers FFmpeg may open a source with (FFmpeg's names; a format_name lists aliases).
+# Everything else is refused before its header is read: playlists (hls, dash), lists of other
+# files (concat, image2 sequences), devices and generators (lavfi, v4l2) and network sessions
+# (sdp, rtp, rtsp) all make FFmpeg open more than the one file it was given.
+ALLOWED_FORMATS = (
+    "mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "avi", "mpegts", "flv",
+    "mpeg", "ogg", "asf", "mxf", "dv",
+)
+# Single-file demuxers the first probe may also open, only to refuse them with a clear reason
+# (parse_probe: "a still image", "a text file"); they read nothing but the file itself.
+_REFUSED_WITH_REASON = (
+    "tty", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "tiff_pipe", "gif_pipe",
+)
+_NOT_ALLOWED = re.compile(r"\[(\w+) @ [^\]]*\] Format not on whitelist")
+
+
+def input_args(*, probing: bool = False) -> list[str]:
+    """Options before every `-i`/input path: local files only, allowed demuxers only.
+
+    `-protocol_whitelist file` also covers what a demuxer opens itself, so no source can make
+    FFmpeg connect anywhere (`-progress pipe:1` is an output and is not affected).
+    """
+    formats = ALLOWED_FORMATS + _REFUSED_WITH_REASON if probing else ALLOWED_FORMATS
+    return ["-protocol_whitelist", "file", "-format_whitelist", ",".join(formats)]
+
+
+def refused_format(stderr: str) -> str | None:
+    """The demuxer FFmpeg detected but was not allowed to open, from its error output."""
+    match = _NOT_ALLOWED.search(stderr)
+    return match[1] if match else None
+
 
 @dataclass(frozen=True)
 class ProbeResult:
@@ -62,7 +93,7 @@ def ffprobe_argv(path: str) -> list[str]:
     return [
         "ffprobe", "-hide_banner", "-loglevel", "error",
         "-print_format", "json", "-show_format", "-show_streams", "-show_error",
-        path,
+        *input_args(probing=True), path,
     ]
 
 
@@ -71,7 +102,8 @@ def decode_check_argv(path: str, video_index: int) -> list[str]:
     return [
         "ffprobe", "-hide_banner", "-loglevel", "error", "-print_format", "json",
         "-select_streams", str(video_index), "-count_frames",
-        "-read_intervals", "%+#5", "-show_entries", "stream=nb_read_frames", path,
+        "-read_intervals", "%+#5", "-show_entries", "stream=nb_read_frames",
+        *input_args(), path,
     ]
 
 
@@ -82,8 +114,8 @@ def demux_argv(path: str, video_index: int) -> list[str]:
     """
     return [
         "ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error",
-        "-progress", "pipe:1", "-i", path, "-map", f"0:{video_index}", "-c", "copy",
-        "-f", "null", "-",
+        "-progress", "pipe:1", *input_args(), "-i", path, "-map", f"0:{video_index}",
+        "-c", "copy", "-f", "null", "-",
     ]
 
 
@@ -179,6 +211,11 @@ def parse_probe(report: dict[str, Any], size_bytes: int | None = None) -> ProbeR
         raise BadInput("source is empty (0 bytes)")
     error = report.get("error")
     fmt = report.get("format") or {}
+    refused = refused_format(str((error or {}).get("stderr", "")))
+    if refused:
+        raise BadInput(
+            f"source format {refused} is not accepted (allowed: {', '.join(ALLOWED_FORMATS)})"
+        )
     if error or not fmt:
         detail = (error or {}).get("string", "no format detected")
         raise BadInput(f"source is not a readable video file ({detail})")
@@ -195,6 +232,11 @@ def parse_probe(report: dict[str, Any], size_bytes: int | None = None) -> ProbeR
     if format_names & _STILL_IMAGE_FORMATS or any(n.endswith("_pipe") for n in format_names):
         codec = videos[0].get("codec_name", "unknown") if videos else "unknown"
         raise BadInput(f"source is a still image ({codec}), not a video")
+    if not format_names & set(ALLOWED_FORMATS):
+        raise BadInput(
+            f"source format {fmt.get('format_name')} is not accepted"
+            f" (allowed: {', '.join(ALLOWED_FORMATS)})"
+        )
     if not videos:
         if audios:
             codec = audios[0].get("codec_name", "unknown")

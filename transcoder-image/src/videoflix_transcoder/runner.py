@@ -146,4 +146,7 @@ def run_json(argv: list[str], timeout: float = 300) -> dict[str, Any]:
         raise TransientError(f"{argv[0]} printed no JSON: {err.strip()[-200:]}") from exc
     if proc.returncode != 0 and "error" not in report:
         report["error"] = {"string": err.strip().splitlines()[-1] if err.strip() else "failed"}
+    if "error" in report:
+        # The parser needs FFmpeg's own words for some refusals ("Format not on whitelist").
+        report["error"]["stderr"] = err[-2000:]
     return report
