@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import httpx
@@ -54,7 +55,8 @@ def test_streaming_upload_creates_video_and_transcode(
     assert video["processing_state"] == "pending" and video["has_source"]
     assert video["transcode_generation"] == 1
     row = _row(staff_app, video["id"])
-    assert row.source_key == f"videos/{video['id']}/source/g1-My-Clip-final-.mp4"
+    pattern = rf"videos/{video['id']}/source/u[0-9a-f]{{12}}-My-Clip-final-\.mp4"
+    assert re.fullmatch(pattern, row.source_key or "")
     stored = minio_server.client().get_object(Bucket=s3_bucket, Key=row.source_key)["Body"].read()
     assert stored == media.source.read_bytes()
     assert row.source_bytes == len(stored)

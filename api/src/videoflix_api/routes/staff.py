@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import ValidationError
@@ -13,7 +15,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 from videoflix_core import storage as keys
 from videoflix_core.db import Video
-from videoflix_core.states import ProcessingState
 
 from videoflix_api.config import Settings
 from videoflix_api.deps import (
@@ -25,7 +26,7 @@ from videoflix_api.deps import (
     StaffUser,
     StorageDep,
 )
-from videoflix_api.errors import FieldErrors, validation_errors
+from videoflix_api.errors import FieldErrors, error_responses, validation_errors
 from videoflix_api.routes.videos import require_video, video_detail
 from videoflix_api.schemas import (
     MultipartComplete,
@@ -38,12 +39,12 @@ from videoflix_api.schemas import (
     VideoDetail,
     VideoUpdate,
 )
-from videoflix_api.services import uploads
+from videoflix_api.services import outbox, uploads
 from videoflix_api.services import videos as svc
 from videoflix_api.services.storage import NotSupported, Storage, StorageError, UploadSink
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/videos", tags=["staff"])
+router = APIRouter(prefix="/videos", tags=["staff"], responses=error_responses(401, 403, 404))
 
 # Hand chunks to the storage thread in batches: one thread hop per MiB, not per socket read.
 _BATCH = 1024 * 1024
@@ -315,7 +316,9 @@ def delete_video(
 @router.post(
     "/{video_id}/retry/",
     response_model=VideoDetail,
-    responses={409: {"description": "Only failed videos can be retried."}},
+    responses={
+        409: {"description": "Only failed videos (or pending ones not handed over) can be retried."}
+    },
 )
 def retry_video(
     video_id: int,
@@ -326,19 +329,22 @@ def retry_video(
     dispatcher: DispatcherDep,
     base: BaseUrlDep,
 ) -> VideoDetail:
-    """Start a failed transcode again (a new transcode generation)."""
+    """Start a failed transcode again (a new transcode generation); also a `pending` one whose
+    hand-over to the pipeline is still owed after the outbox grace period."""
     video = require_video(session, video_id)
-    if video.processing_state != ProcessingState.ERROR.value:
-        raise HTTPException(409, "Only videos in state 'error' can be retried.")
-    if not video.source_key:
-        raise HTTPException(409, "The video has no source yet.")
+    grace = timedelta(seconds=settings.outbox_grace_seconds)
+    refusal = outbox.retry_refusal(video, outbox.utcnow(), grace)
+    if refusal is not None:
+        raise HTTPException(409, refusal)
     svc.retry(session, dispatcher, video)
     return video_detail(video, svc.is_favorite(session, user.id, video.id), settings, storage, base)
 
 
 def _source_key(video: Video, filename: str) -> str:
-    # A new name per generation, so the current source stays intact until the new one is complete.
-    return keys.source_key(video.id, f"g{video.transcode_generation + 1}-{filename}")
+    # A new name per upload, so the current source stays intact until the new one is complete,
+    # and two concurrent replaces never write the same object (the generation is only known
+    # under the row lock, after the upload).
+    return keys.source_key(video.id, f"u{secrets.token_hex(6)}-{filename}")
 
 
 @router.post(

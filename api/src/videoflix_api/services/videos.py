@@ -18,6 +18,7 @@ from videoflix_core.db import Favorite, Video
 from videoflix_core.states import ProcessingState
 
 from videoflix_api.dispatch import Dispatcher, DispatchError
+from videoflix_api.services import outbox
 from videoflix_api.services.storage import Storage, StorageError
 
 log = logging.getLogger(__name__)
@@ -53,10 +54,14 @@ class VideoFilter:
     state: ProcessingState | None = None
     search: str | None = None
     favorites_of: int | None = None
+    # Staff also see videos whose source has not arrived (an upload in progress or abandoned).
+    with_sourceless: bool = False
 
 
 def _filtered(filters: VideoFilter, query: _Query) -> _Query:
     """`query` restricted to `filters`, newest first (ties broken by id, as the cursor is)."""
+    if not filters.with_sourceless:
+        query = query.where(Video.source_key.is_not(None))
     if filters.category is not None:
         query = query.where(Video.category == filters.category)
     if filters.state is not None:
@@ -137,6 +142,12 @@ def get_video(session: Session, video_id: int) -> Video | None:
     if not 0 < video_id < 2**31:
         return None
     return session.get(Video, video_id)
+
+
+def visible(video: Video, *, staff: bool) -> bool:
+    """Whether a user sees `video`: viewers only once its source has arrived (before, there is
+    nothing to show but an upload that may never complete), staff always."""
+    return staff or video.source_key is not None
 
 
 def is_favorite(session: Session, user_id: int, video_id: int) -> bool:
@@ -221,20 +232,43 @@ def playable_quality(converted: dict[str, Any], asked: str | None) -> str | None
 def dispatch(session: Session, dispatcher: Dispatcher, video: Video) -> None:
     """Hand the committed row to the pipeline; on failure the row says `error` with the reason.
 
-    Called after the row is committed so the operator never sees a CR for a row it cannot read.
+    Called after the row is committed (with its hand-over marked owed, `outbox.mark_owed`) so the
+    operator never sees a CR for a row it cannot read; should this process die before the CR
+    exists, the outbox sweeper hands the row over later.
     """
     try:
         dispatcher.submit(video)
     except DispatchError as exc:
         log.warning("Dispatch failed", extra={"video_id": video.id, "reason": str(exc)})
-        video.processing_state = ProcessingState.ERROR.value
-        video.processing_error = f"Could not start the transcode: {exc}"
-        session.commit()
+        _failed(session, video, f"Could not start the transcode: {exc}")
     except Exception as exc:
         log.exception("Dispatch failed", extra={"video_id": video.id})
-        video.processing_state = ProcessingState.ERROR.value
-        video.processing_error = f"Could not start the transcode: {type(exc).__name__}"
-        session.commit()
+        _failed(session, video, f"Could not start the transcode: {type(exc).__name__}")
+    else:
+        outbox.mark_handed_over(session, video.id, video.transcode_generation)
+
+
+def _failed(session: Session, video: Video, reason: str) -> None:
+    # Staff see the reason and retry; the sweeper does not keep retrying what was refused.
+    video.processing_state = ProcessingState.ERROR.value
+    video.processing_error = reason
+    video.dispatch_due_at = None
+    session.commit()
+
+
+def lock_for_new_generation(session: Session, video: Video) -> None:
+    """Re-read `video` under a row lock (PostgreSQL `SELECT … FOR UPDATE`) until the commit.
+
+    Two concurrent replaces (or retries) would otherwise both read generation N and both write
+    N + 1 with different sources; locked, the second waits and sees the first's commit, so each
+    gets its own generation and the later one wins, sources included.
+    """
+    session.execute(
+        select(Video)
+        .where(Video.id == video.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalar_one()
 
 
 def set_source(
@@ -245,7 +279,8 @@ def set_source(
     A new source supersedes everything derived from the old one: a new transcode generation,
     no finished qualities, no thumbnail, until the pipeline reports again.
     """
-    old_key = video.source_key
+    lock_for_new_generation(session, video)
+    old_key = video.source_key  # read under the lock: a concurrent replace may have changed it
     video.source_key = key
     video.source_bytes = size
     video.transcode_generation += 1
@@ -256,6 +291,7 @@ def set_source(
     video.thumbnail_key = video.sprite_key = video.storyboard_key = None
     video.duration_seconds = None
     video.upload_id = video.upload_key = None
+    outbox.mark_owed(video)
     session.commit()
     if old_key and old_key != key:
         try:
@@ -267,10 +303,12 @@ def set_source(
 
 
 def retry(session: Session, dispatcher: Dispatcher, video: Video) -> Video:
+    lock_for_new_generation(session, video)
     video.transcode_generation += 1
     video.processing_state = ProcessingState.PENDING.value
     video.processing_error = None
     video.progress = 0
+    outbox.mark_owed(video)
     session.commit()
     dispatch(session, dispatcher, video)
     return video
