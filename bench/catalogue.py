@@ -154,6 +154,7 @@ def main() -> int:
         env = {
             **os.environ,
             "VIDEOFLIX_SECRET_KEY": secret_key,
+            "VIDEOFLIX_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
             "VIDEOFLIX_DATABASE_URL": database_url,
             "VIDEOFLIX_S3_ENDPOINT_URL": endpoint,
             "VIDEOFLIX_S3_BUCKET": "bench",

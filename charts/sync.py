@@ -35,7 +35,8 @@ log = logging.getLogger("chart-sync")
 # Objects whose keys are the user's (Kubernetes objects passed through), not the chart's.
 FREEFORM = re.compile(
     r"(^|\.)(resources|defaultResources|rungResources|readinessProbe|livenessProbe|startupProbe"
-    r"|strategy|labels|annotations|podAnnotations|podLabels|nodeSelector|affinity|commonLabels)$"
+    r"|strategy|labels|annotations|podAnnotations|podLabels|nodeSelector|affinity|commonLabels"
+    r"|ingressNamespaceSelector)$"
 )
 PORTS = {"type": "array", "items": {"type": "object", "required": ["port"]}}
 PEERS = {"type": "array", "items": {"type": "object"}}
@@ -285,6 +286,7 @@ key and an SMTP server, inline (stored in a chart-managed Secret) or as existing
 ```sh
 helm install videoflix charts/videoflix -n videoflix --create-namespace \\
   --set config.frontendUrl=https://videoflix.example.com \\
+  --set config.publicBaseUrl=https://api.videoflix.example.com \\
   --set config.database.existingSecret.name=videoflix-db \\
   --set config.s3.bucket=media --set config.s3.existingSecret.name=videoflix-s3 \\
   --set config.jwt.existingSecret.name=videoflix-auth \\

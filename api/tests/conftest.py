@@ -76,7 +76,14 @@ def serve(app: FastAPI) -> Iterator[str]:
     requests), for what the in-process TestClient cannot show; yields the base URL."""
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            lifespan="on",
+            proxy_headers=False,  # as deployed: the app alone reads X-Forwarded-For
+        )
     )
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()

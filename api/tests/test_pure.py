@@ -21,6 +21,7 @@ from videoflix_api.services.videos import (
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 SECRET = "s" * 48
+BASE_URL = "https://api.videoflix.test"
 
 
 def test_default_secret_is_refused_outside_dev_mode() -> None:
@@ -31,11 +32,14 @@ def test_default_secret_is_refused_outside_dev_mode() -> None:
     with pytest.raises(ValidationError, match="SameSite=None"):
         Settings(dev_mode=False, secret_key=SECRET, cookie_samesite="none", cookie_secure=False)
     assert Settings(dev_mode=True).secret_key.get_secret_value() == DEV_SECRET_KEY
-    assert Settings(dev_mode=False, secret_key=SECRET).dev_mode is False
+    with pytest.raises(ValidationError, match="VIDEOFLIX_PUBLIC_BASE_URL is required"):
+        Settings(dev_mode=False, secret_key=SECRET)
+    assert Settings(dev_mode=False, secret_key=SECRET, public_base_url=BASE_URL).dev_mode is False
 
 
 def test_settings_come_from_videoflix_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VIDEOFLIX_SECRET_KEY", SECRET)
+    monkeypatch.setenv("VIDEOFLIX_PUBLIC_BASE_URL", BASE_URL)
     monkeypatch.setenv("VIDEOFLIX_S3_BUCKET", "media")
     monkeypatch.setenv("VIDEOFLIX_CORS_ORIGINS", '["https://a.example/"]')
     settings = Settings()

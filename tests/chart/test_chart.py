@@ -408,6 +408,7 @@ def test_the_rendered_migration_command_migrates_a_real_database(database_url: s
         ({"config.smtp.host": ""}, "config.smtp.host is required"),
         ({"config.smtp.username": "mailer"}, "config.smtp.username is set but no password"),
         ({"config.frontendUrl": ""}, "config.frontendUrl is required"),
+        ({"config.publicBaseUrl": ""}, "config.publicBaseUrl is required"),
         ({"config.smtp.useTls": True}, "startTls and config.smtp.useTls exclude each other"),
     ],
     ids=[
@@ -419,6 +420,7 @@ def test_the_rendered_migration_command_migrates_a_real_database(database_url: s
         "smtp",
         "smtp-password",
         "frontend",
+        "public-url",
         "smtp-tls",
     ],
 )

@@ -358,6 +358,7 @@ def installed_release(
     values = {
         "crds.enabled": False,  # the cluster has it already, as a platform team's would
         "config.frontendUrl": "http://127.0.0.1:4200",
+        "config.publicBaseUrl": f"http://127.0.0.1:{api_port}",
         "config.database.url": database_url,
         "config.s3.endpointUrl": minio_server.endpoint_url,
         "config.s3.bucket": s3_bucket,

@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
             host=args.host,
             port=args.port,
             workers=args.workers,
-            proxy_headers=True,
+            # The app decides the client address itself (deps.resolve_client, trusted_proxies).
+            proxy_headers=False,
             timeout_graceful_shutdown=25,
             log_config=None,
         )

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    AnyHttpUrl,
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from videoflix_core.transcode import Strategy
 
 # Known only so that it can be refused: anything signed with it is forgeable by anyone.
@@ -90,8 +97,15 @@ class Settings(BaseSettings):
     )
     public_base_url: str | None = Field(
         default=None,
-        description="Absolute base URL of this API (for links in responses); the request's own "
-        "base URL when unset.",
+        description="Absolute public URL of this API: the base of links in responses and in "
+        "confirmation mails. Required outside dev mode (a link must never follow the request's "
+        "Host header); in dev mode the request's own base URL when unset.",
+    )
+    trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = Field(
+        default_factory=list,
+        description="Addresses (IPs or CIDRs, comma-separated) of the reverse proxies whose "
+        "X-Forwarded-For is believed: the ingress controller. Empty: never; the peer address "
+        "is the client.",
     )
 
     # Auth.
@@ -153,6 +167,12 @@ class Settings(BaseSettings):
         default=500, ge=1, le=10_000, description="Rows fetched per query while streaming it."
     )
 
+    @field_validator("public_base_url", "s3_public_base_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # An empty variable (VIDEOFLIX_PUBLIC_BASE_URL=) means unset, not an invalid URL.
+        return None if value == "" else value
+
     @field_validator("frontend_url", "public_base_url", "s3_public_base_url")
     @classmethod
     def _strip_slash(cls, value: str | None) -> str | None:
@@ -160,6 +180,13 @@ class Settings(BaseSettings):
             return None
         AnyHttpUrl(value)  # refuses anything that is not an absolute http(s) URL
         return value.rstrip("/")
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @model_validator(mode="after")
     def _refuse_dev_defaults(self) -> Settings:
@@ -186,4 +213,9 @@ def check_production(settings: Settings) -> list[str]:
         problems.append("VIDEOFLIX_SECRET_KEY must be at least 32 characters")
     if settings.cookie_samesite == "none" and not settings.cookie_secure:
         problems.append("SameSite=None cookies must be Secure")
+    if not settings.public_base_url:
+        problems.append(
+            "VIDEOFLIX_PUBLIC_BASE_URL is required (links in mails would follow the request's "
+            "Host header, which a client chooses)"
+        )
     return problems

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -88,7 +89,8 @@ MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 
 
 async def base_url(request: Request) -> str:
-    """Absolute base URL for links in responses (configured, or the request's own)."""
+    """Absolute base URL for links in responses and mails: the configured one (required outside
+    dev mode, see config.check_production), the request's own only in dev mode."""
     configured: str | None = request.app.state.settings.public_base_url
     return configured or str(request.base_url).rstrip("/")
 
@@ -142,9 +144,48 @@ async def get_staff_user(user: CurrentUser) -> User:
 StaffUser = Annotated[User, Depends(get_staff_user)]
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        address = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def resolve_client(peer: str | None, forwarded_for: list[str], trusted: Sequence[Network]) -> str:
+    """The client's address: the TCP peer, unless the peer is a trusted proxy.
+
+    Then X-Forwarded-For is read from the right, where each trusted proxy appended the address it
+    saw, and the first hop that is not itself a trusted proxy is the client. Anything left of it
+    was written by the client and could be anything, so it is never read. With no trusted
+    proxies the header is ignored entirely.
+    """
+    if peer is None:
+        return "unknown"
+    hops = [hop.strip() for header in forwarded_for for hop in header.split(",") if hop.strip()]
+    address = peer
+    while hops:
+        ip = _ip(address)
+        if ip is None or not any(ip in network for network in trusted):
+            break
+        address = hops.pop()
+    return address
+
+
 def client_address(request: Request) -> str:
-    # Behind a proxy, uvicorn's --proxy-headers/--forwarded-allow-ips puts the real client here.
-    return request.client.host if request.client else "unknown"
+    # uvicorn runs with proxy headers off (see __main__ and the chart): the peer it reports is the
+    # real TCP peer, and this is the one place that decides whether to look past it.
+    settings: Settings = request.app.state.settings
+    return resolve_client(
+        request.client.host if request.client else None,
+        request.headers.getlist("x-forwarded-for"),
+        settings.trusted_proxies,
+    )
 
 
 def throttle(request: Request, scope: str, key: str, limit: int) -> None:

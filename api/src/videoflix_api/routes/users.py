@@ -125,7 +125,8 @@ def register(
     if errors:
         raise FieldErrors(errors)
     now = utcnow()
-    user, outcome = accounts.register(session, body.email, body.password)
+    registered = accounts.register(session, body.email, body.password)
+    user, outcome = registered.user, registered.outcome
     if outcome is Registration.EXISTS:
         message = mail.already_registered_message(
             settings.mail_from, user.email, f"{settings.frontend_url}{settings.frontend_reset_path}"
@@ -137,7 +138,9 @@ def register(
             TokenPurpose.CONFIRM,
             timedelta(seconds=settings.confirm_token_seconds),
             now,
+            password_hash=registered.password_hash,
         )
+        # `base` is the configured public URL (required outside dev mode), never the Host header.
         link = f"{base}/users/confirm/?{urlencode({'uid': user.id, 'token': token})}"
         message = mail.confirm_message(
             settings.mail_from, user.email, link, settings.confirm_token_seconds // 3600

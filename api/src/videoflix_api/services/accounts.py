@@ -61,14 +61,26 @@ class Registration(StrEnum):
     EXISTS = "exists"  # exists and active: tell the owner, reveal nothing to the caller
 
 
-def register(session: Session, email: str, password: str) -> tuple[User, Registration]:
+@dataclass(frozen=True)
+class Registered:
+    user: User
+    outcome: Registration
+    # This registration's own password hash: its confirmation link carries it (see `confirm`).
+    password_hash: str
+
+
+def register(session: Session, email: str, password: str) -> Registered:
+    """Record a registration. Hashes the password whatever the outcome: the same work (and time)
+    whether or not the address has an account."""
+    password_hash = security.hash_password(password)
     existing = get_user_by_email(session, email)
     if existing is not None:
-        return existing, Registration.EXISTS if existing.is_active else Registration.PENDING
-    user = User(email=normalize_email(email), password_hash=security.hash_password(password))
+        outcome = Registration.EXISTS if existing.is_active else Registration.PENDING
+        return Registered(existing, outcome, password_hash)
+    user = User(email=normalize_email(email), password_hash=password_hash)
     session.add(user)
     session.flush()
-    return user, Registration.CREATED
+    return Registered(user, Registration.CREATED, password_hash)
 
 
 def create_user(
@@ -87,9 +99,19 @@ def create_user(
 
 
 def issue_single_use_token(
-    session: Session, user: User, purpose: TokenPurpose, lifetime: timedelta, now: datetime
+    session: Session,
+    user: User,
+    purpose: TokenPurpose,
+    lifetime: timedelta,
+    now: datetime,
+    *,
+    password_hash: str | None = None,
 ) -> str:
-    """A fresh token for `purpose`; earlier unused ones of the same purpose stop working."""
+    """A fresh token for `purpose`; earlier unused ones of the same purpose stop working.
+
+    A confirmation token carries `password_hash`, the password of the registration it confirms.
+    """
+    # Superseded tokens end now, unconsumed (expiry = use time), see `was_consumed`.
     session.execute(
         update(SingleUseToken)
         .where(
@@ -97,7 +119,7 @@ def issue_single_use_token(
             SingleUseToken.purpose == purpose.value,
             SingleUseToken.used_at.is_(None),
         )
-        .values(used_at=now)
+        .values(used_at=now, expires_at=now)
     )
     token, digest = security.new_single_use_token()
     session.add(
@@ -107,17 +129,24 @@ def issue_single_use_token(
             token_hash=digest,
             created_at=now,
             expires_at=now + lifetime,
+            password_hash=password_hash,
         )
     )
     session.flush()
     return token
 
 
+@dataclass(frozen=True)
+class Consumed:
+    user: User
+    password_hash: str | None  # the registration's password a confirmation token carries
+
+
 def consume_single_use_token(
     session: Session, uid: int, token: str, purpose: TokenPurpose, now: datetime
-) -> User | None:
+) -> Consumed | None:
     """The token's user when `token` is valid for `uid`, marking it used (atomically), else None."""
-    result = session.execute(
+    row = session.execute(
         update(SingleUseToken)
         .where(
             SingleUseToken.token_hash == security.hash_single_use_token(token),
@@ -127,11 +156,18 @@ def consume_single_use_token(
             SingleUseToken.expires_at > now,
         )
         .values(used_at=now)
-    )
-    assert isinstance(result, CursorResult)
-    if result.rowcount != 1:
+        .returning(SingleUseToken.password_hash)
+    ).first()
+    if row is None:
         return None
-    return session.get(User, uid)
+    user = session.get(User, uid)
+    return Consumed(user, row.password_hash) if user is not None else None
+
+
+def was_consumed(token: SingleUseToken) -> bool:
+    """Whether the token was used by following its link, not ended by a newer one: consuming
+    needs an unexpired token, superseding sets the expiry to the moment it ends."""
+    return token.used_at is not None and token.used_at < token.expires_at
 
 
 class Confirmation(StrEnum):
@@ -141,9 +177,18 @@ class Confirmation(StrEnum):
 
 
 def confirm(session: Session, uid: int, token: str, now: datetime) -> Confirmation:
-    user = consume_single_use_token(session, uid, token, TokenPurpose.CONFIRM, now)
-    if user is not None:
-        user.is_active = True
+    """Activate the account with the password of the registration this link was mailed for.
+
+    Only the newest registration's link is alive (issuing a link ends the earlier ones), so an
+    attacker who registered the address first cannot have their password activated by the
+    owner confirming the owner's own registration. An active account is never changed here: its
+    links are all used by then, and registering it again only mails its owner.
+    """
+    consumed = consume_single_use_token(session, uid, token, TokenPurpose.CONFIRM, now)
+    if consumed is not None:
+        if consumed.password_hash is not None:  # None: a link issued before tokens carried it
+            consumed.user.password_hash = consumed.password_hash
+        consumed.user.is_active = True
         return Confirmation.ACTIVATED
     used = session.scalar(
         select(SingleUseToken).where(
@@ -152,7 +197,8 @@ def confirm(session: Session, uid: int, token: str, now: datetime) -> Confirmati
             SingleUseToken.purpose == TokenPurpose.CONFIRM.value,
         )
     )
-    owner = session.get(User, uid) if used is not None else None
+    # A link opened again (a mail scanner was first) is still a success; a superseded one is not.
+    owner = session.get(User, uid) if used is not None and was_consumed(used) else None
     if owner is not None and owner.is_active:
         return Confirmation.ALREADY
     return Confirmation.INVALID
@@ -385,9 +431,10 @@ def reset_password(
     session: Session, uid: int, token: str, new_password: str, now: datetime
 ) -> User | None:
     """Set a new password when the reset token is valid; all sessions of the user end."""
-    user = consume_single_use_token(session, uid, token, TokenPurpose.RESET, now)
-    if user is None:
+    consumed = consume_single_use_token(session, uid, token, TokenPurpose.RESET, now)
+    if consumed is None:
         return None
+    user = consumed.user
     user.password_hash = security.hash_password(new_password)
     # Following the link proves the mailbox, the same proof a confirmation gives.
     user.is_active = True

@@ -136,6 +136,9 @@ class SingleUseToken(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # A confirmation token carries the password hash of the registration that asked for it, so
+    # confirming a link activates that registration's password, not an earlier registrant's.
+    password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
 
 _STATES = ", ".join(f"'{s.value}'" for s in ProcessingState)
