@@ -50,6 +50,8 @@ def settings(database_url: str, minio_server: Any, s3_bucket: str, smtp_server: 
         public_base_url=BASE,
         refresh_reuse_grace_seconds=0,
         log_json=True,
+        # Tests that need the outbox sweeper turn it on (or call `outbox.sweep` themselves).
+        outbox_sweep_interval_seconds=0,
     )
 
 
@@ -158,7 +160,9 @@ def viewer_client(client: TestClient, user: Account) -> TestClient:
 
 def add_video(app: FastAPI, **fields: Any) -> int:
     with app.state.sessionmaker() as session:
-        video = Video(**{"title": "A video", "description": "", "category": "", **fields})
+        # With a source by default: viewers never see a video whose source has not arrived.
+        defaults = {"title": "A video", "description": "", "category": "", "source_key": "x.mp4"}
+        video = Video(**{**defaults, **fields})
         session.add(video)
         session.commit()
         return video.id

@@ -34,6 +34,7 @@ def fill(app: FastAPI, count: int = TOTAL) -> list[int]:
                 if i % 2
                 else {},
                 processing_state="ready" if i % 2 else "pending",
+                source_key=f"videos/{i}/source/a.mp4",  # viewers only see videos with a source
             )
             for i in range(count)
         ]

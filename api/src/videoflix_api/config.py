@@ -86,6 +86,33 @@ class Settings(BaseSettings):
         description="spec.strategy of the VideoTranscodes the API creates: PerRendition (one Job "
         "per rung) or SinglePass (one Job decodes once for every rung).",
     )
+    # The outbox sweeper (`services/outbox.py`): a row committed with its hand-over owed gets its
+    # CR even when the API died between the commit and the create.
+    outbox_sweep_interval_seconds: float = Field(
+        default=30,
+        ge=0,
+        description="How often each API process hands over owed transcodes and expires abandoned "
+        "uploads; 0 turns the sweeper off.",
+    )
+    outbox_grace_seconds: float = Field(
+        default=60,
+        ge=0,
+        description="How long a hand-over may stay owed before the sweeper does it (the request "
+        "that committed the row normally does it within this), and before staff may retry a "
+        "'pending' video whose hand-over keeps failing.",
+    )
+    outbox_batch: int = Field(default=50, ge=1, description="Most rows one sweep handles.")
+    upload_expiry_seconds: int = Field(
+        default=86400,
+        ge=60,
+        description="Age after which a video whose source never arrived is deleted, and an "
+        "incomplete multipart upload under videos/ is aborted.",
+    )
+    fault_crash_after_commit: bool = Field(
+        default=False,
+        description="TEST-ONLY fault hook: the process exits right after committing a new "
+        "generation, before creating its CR. Refused outside dev mode.",
+    )
 
     # Frontend and HTTP.
     frontend_url: str = "http://localhost:4200"
@@ -130,6 +157,27 @@ class Settings(BaseSettings):
     rate_limit_register: int = Field(default=5, ge=1)
     rate_limit_reset: int = Field(default=5, ge=1)
     rate_limit_email_exists: int = Field(default=20, ge=1)
+    # Per account, from any address: a guesser spread over many addresses still gets this many
+    # wrong passwords per window. Unknown e-mails are counted alike, so a lock reveals nothing.
+    rate_limit_login_account: int = Field(
+        default=10,
+        ge=1,
+        description="Failed sign-ins per e-mail (known or not) per account window, from any "
+        "address; then 429 with Retry-After, even for the right password, until the window ends.",
+    )
+    rate_limit_login_account_window_seconds: int = Field(default=900, ge=1)
+
+    # Password hashing (argon2id). Each hash or verification holds `password_hash_memory_kib` for
+    # its duration, so the number running at once bounds the API's memory.
+    password_hash_concurrency: int = Field(
+        default=4,
+        ge=1,
+        description="Most argon2 hashes/verifications running at once per process (each holds "
+        "password_hash_memory_kib); further sign-ins wait.",
+    )
+    password_hash_memory_kib: int = Field(default=65536, ge=1024)
+    password_hash_time_cost: int = Field(default=3, ge=1)
+    password_hash_parallelism: int = Field(default=4, ge=1)
 
     # Mail.
     smtp_host: str = "localhost"
@@ -213,6 +261,8 @@ def check_production(settings: Settings) -> list[str]:
         problems.append("VIDEOFLIX_SECRET_KEY must be at least 32 characters")
     if settings.cookie_samesite == "none" and not settings.cookie_secure:
         problems.append("SameSite=None cookies must be Secure")
+    if settings.fault_crash_after_commit:
+        problems.append("VIDEOFLIX_FAULT_CRASH_AFTER_COMMIT is a test-only fault hook")
     if not settings.public_base_url:
         problems.append(
             "VIDEOFLIX_PUBLIC_BASE_URL is required (links in mails would follow the request's "

@@ -7,6 +7,7 @@ accepts an injected dispatcher (the embedded mode passes its in-process one).
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -129,6 +130,8 @@ class KubernetesDispatcher:
         except ApiException as exc:
             if exc.status != 409:
                 raise
+            # Already there (a new generation, or a second hand-over of the same one by the
+            # outbox sweeper): patching the same spec again changes nothing, so it is idempotent.
             self.api.patch_namespaced_custom_object(
                 GROUP,
                 VERSION,
@@ -183,10 +186,31 @@ def _api_message(body: Any) -> str:
         return str(body)[:500]
 
 
+class CrashBeforeHandOver:
+    """TEST-ONLY fault (`VIDEOFLIX_FAULT_CRASH_AFTER_COMMIT`, refused outside dev mode): the
+    process dies where a crash loses a hand-over, after the row is committed and before its CR
+    is created, so a test can show that the outbox sweeper of the next process hands it over."""
+
+    EXIT_CODE = 70
+
+    def __init__(self, inner: Dispatcher):
+        self.inner = inner
+
+    def submit(self, video: Video) -> None:
+        log.warning("Fault hook: exiting before the hand-over", extra={"video_id": video.id})
+        os._exit(self.EXIT_CODE)
+
+    def cancel(self, video_id: int) -> None:
+        self.inner.cancel(video_id)
+
+
 def make_dispatcher(settings: Settings) -> Dispatcher:
     """The dispatcher `settings` ask for."""
     if settings.dispatcher == "kubernetes":
-        return KubernetesDispatcher.from_settings(settings)
+        dispatcher: Dispatcher = KubernetesDispatcher.from_settings(settings)
+        if settings.fault_crash_after_commit:
+            dispatcher = CrashBeforeHandOver(dispatcher)
+        return dispatcher
     raise ValueError(
         f"dispatcher {settings.dispatcher!r} is provided by the embedded mode; "
         "pass it to create_app(dispatcher=...)"

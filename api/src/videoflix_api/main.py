@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,6 +24,7 @@ from videoflix_api.mail import Mailer, SmtpMailer
 from videoflix_api.observability import Metrics, RequestContextMiddleware, configure_logging
 from videoflix_api.ratelimit import RateLimiter
 from videoflix_api.routes import health, staff, users, videos
+from videoflix_api.services import outbox
 from videoflix_api.services.storage import Storage, make_storage
 
 log = logging.getLogger(__name__)
@@ -76,6 +79,7 @@ class CsrfMiddleware:
                 scope["method"],
                 origin=headers.get("origin"),
                 referer=headers.get("referer"),
+                fetch_site=headers.get("sec-fetch-site"),
                 own_origin=own,
                 trusted_origins=self.settings.allowed_origins,
                 has_auth_cookie=has_cookie,
@@ -102,6 +106,12 @@ def create_app(
         configure_logging(settings.log_level, settings.log_json)
     engine = make_engine(settings)
     metrics = Metrics()
+    security.configure_hashing(
+        concurrency=settings.password_hash_concurrency,
+        memory_kib=settings.password_hash_memory_kib,
+        time_cost=settings.password_hash_time_cost,
+        parallelism=settings.password_hash_parallelism,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -110,7 +120,17 @@ def create_app(
 
             upgrade(settings.database_url)
         log.info("Started Videoflix API", extra={"dispatcher": settings.dispatcher})
+        # Every replica sweeps: row locks give each owed hand-over to one of them.
+        sweeper = (
+            asyncio.create_task(outbox.run_sweeper(app.state, settings), name="outbox-sweeper")
+            if settings.outbox_sweep_interval_seconds > 0
+            else None
+        )
         yield
+        if sweeper is not None:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
         # Uvicorn stops accepting and drains in-flight requests before this runs (graceful).
         app.state.shutting_down = True
         engine.dispose()

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from videoflix_api.embedded.media import UrlSigner, key_path, validate_key
-from videoflix_api.services.storage import NotSupported, StorageError
+from videoflix_api.services.storage import IncompleteUpload, NotSupported, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -125,3 +125,6 @@ class LocalStorage:
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         raise NotSupported("direct multipart uploads need S3; upload through the API instead")
+
+    def incomplete_uploads(self, prefix: str) -> list[IncompleteUpload]:
+        return []  # no multipart uploads are ever started here

@@ -14,7 +14,7 @@ from videoflix_core.states import ProcessingState
 
 from videoflix_api.config import Settings
 from videoflix_api.deps import BaseUrlDep, CurrentUser, SessionDep, SettingsDep, StorageDep
-from videoflix_api.errors import FieldErrors
+from videoflix_api.errors import FieldErrors, error_responses
 from videoflix_api.schemas import (
     Categories,
     Detail,
@@ -30,8 +30,8 @@ from videoflix_api.services import videos as svc
 from videoflix_api.services.accounts import favorite_ids
 from videoflix_api.services.storage import Storage, StorageError
 
-content = APIRouter(prefix="/content", tags=["content"])
-router = APIRouter(prefix="/videos", tags=["videos"])
+content = APIRouter(prefix="/content", tags=["content"], responses=error_responses(401, 404))
+router = APIRouter(prefix="/videos", tags=["videos"], responses=error_responses(401, 404))
 
 HLS_TYPE = "application/vnd.apple.mpegurl"
 VTT_TYPE = "text/vtt"
@@ -104,12 +104,13 @@ def _page(
     state: ProcessingState | None,
     search: str | None,
     favorites_of: int | None = None,
+    staff: bool = False,
 ) -> tuple[list[Video], str | None]:
     size = min(limit or settings.page_size_default, settings.page_size_max)
     try:
         return svc.list_videos(
             session,
-            svc.VideoFilter(category, state, search, favorites_of),
+            svc.VideoFilter(category, state, search, favorites_of, with_sourceless=staff),
             limit=size,
             cursor=cursor,
         )
@@ -185,7 +186,7 @@ def content_list(
     exist, the `X-Next-Cursor` header and a `Link: rel="next"` (keeping the filters) name the next
     page; `/videos/` offers the same with the cursor in the body.
     """
-    filters = svc.VideoFilter(category, processing_state, search)
+    filters = svc.VideoFilter(category, processing_state, search, with_sourceless=user.is_staff)
     if limit is None and cursor is None:
         return _catalogue(request, session, settings, storage, base, filters)
     rows, next_cursor = _page(
@@ -196,6 +197,7 @@ def content_list(
         category=category,
         state=processing_state,
         search=search,
+        staff=user.is_staff,
     )
     if next_cursor:
         response.headers.update(next_page_headers(base, next_cursor, filters, limit))
@@ -310,6 +312,7 @@ def list_videos(
         state=processing_state,
         search=search,
         favorites_of=user.id if favorites else None,
+        staff=user.is_staff,
     )
     return VideoPage(
         results=[video_public(v, settings, storage, base) for v in rows], next_cursor=next_cursor
@@ -333,6 +336,8 @@ def get_video(
 ) -> VideoDetail:
     """One video with its playback links and whether it is a favorite."""
     video = require_video(session, video_id)
+    if not svc.visible(video, staff=user.is_staff):
+        raise HTTPException(404, "Not found.")
     return video_detail(video, svc.is_favorite(session, user.id, video.id), settings, storage, base)
 
 

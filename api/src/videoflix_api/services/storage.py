@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
@@ -61,6 +62,16 @@ class Storage(Protocol):
         self, key: str, upload_id: str, parts: list[tuple[int, str]]
     ) -> None: ...
     def abort_multipart(self, key: str, upload_id: str) -> None: ...
+    def incomplete_uploads(self, prefix: str) -> list[IncompleteUpload]:
+        """The multipart uploads under `prefix` that were started and never completed."""
+        ...
+
+
+@dataclass(frozen=True)
+class IncompleteUpload:
+    key: str
+    upload_id: str
+    initiated: datetime
 
 
 @dataclass
@@ -247,6 +258,19 @@ class S3Storage:
         except ClientError as exc:
             if not _is_missing(exc):
                 raise StorageError(_reason(exc)) from exc
+
+    def incomplete_uploads(self, prefix: str) -> list[IncompleteUpload]:
+        found: list[IncompleteUpload] = []
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                found.extend(
+                    IncompleteUpload(u["Key"], u["UploadId"], u["Initiated"])
+                    for u in page.get("Uploads", [])
+                )
+        except ClientError as exc:
+            raise StorageError(_reason(exc)) from exc
+        return found
 
 
 def _is_missing(exc: ClientError) -> bool:

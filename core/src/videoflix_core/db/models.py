@@ -189,6 +189,10 @@ class Video(Base):
     duration_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     progress: Mapped[int] = mapped_column(Integer, default=0)
     transcode_generation: Mapped[int] = mapped_column(Integer, default=0)
+    # The outbox of the hand-over to the pipeline: set in the transaction that commits a new
+    # generation, cleared once its CR exists. A crash between the commit and the CR create leaves
+    # it set, and the API's sweeper hands the row over later (`videoflix_api.services.outbox`).
+    dispatch_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
 
 
 class Favorite(Base):
