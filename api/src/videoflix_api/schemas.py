@@ -129,10 +129,15 @@ class Categories(BaseModel):
     categories: list[str]
 
 
+_MIME_TYPE = r"^([A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126})?$"
+
+
 class MultipartStart(BaseModel):
     filename: Annotated[str, StringConstraints(min_length=1, max_length=255)]
     size: int = Field(gt=0, description="Total bytes of the file to upload.")
-    content_type: Annotated[str, StringConstraints(max_length=255)] = "application/octet-stream"
+    # A bare MIME type (RFC 6838 names) or empty, as browsers report unknown types: it becomes
+    # the object's Content-Type header, where control characters make storage refuse it.
+    content_type: Annotated[str, StringConstraints(pattern=_MIME_TYPE)] = "application/octet-stream"
 
 
 class MultipartStarted(BaseModel):

@@ -132,7 +132,7 @@ def create_video(
     status_code=201,
     response_model=VideoDetail,
     openapi_extra=_UPLOAD_DOC,
-    responses={413: {"description": "Too large."}},
+    responses={413: {"description": "Too large."}, **error_responses(400)},
 )
 async def upload_video(
     request: Request,
@@ -400,7 +400,11 @@ def _pending_upload(video: Video) -> tuple[str, str]:
     return video.upload_key, video.upload_id
 
 
-@router.post("/{video_id}/multipart/parts/", response_model=MultipartPartUrls)
+@router.post(
+    "/{video_id}/multipart/parts/",
+    response_model=MultipartPartUrls,
+    responses=error_responses(409),
+)
 def multipart_part_urls(
     video_id: int,
     body: MultipartPartsRequest,
@@ -426,7 +430,7 @@ def multipart_part_urls(
 @router.post(
     "/{video_id}/multipart/complete/",
     response_model=VideoDetail,
-    responses={413: {"description": "Too large."}},
+    responses={413: {"description": "Too large."}, **error_responses(409)},
 )
 def complete_multipart(
     video_id: int,
@@ -461,7 +465,12 @@ def complete_multipart(
     return video_detail(video, svc.is_favorite(session, user.id, video.id), settings, storage, base)
 
 
-@router.delete("/{video_id}/multipart/", status_code=204, response_class=Response)
+@router.delete(
+    "/{video_id}/multipart/",
+    status_code=204,
+    response_class=Response,
+    responses=error_responses(409),
+)
 def abort_multipart(
     video_id: int,
     user: StaffUser,

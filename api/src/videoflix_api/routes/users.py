@@ -27,7 +27,7 @@ from videoflix_api.deps import (
     throttle,
     utcnow,
 )
-from videoflix_api.errors import FieldErrors
+from videoflix_api.errors import FieldErrors, error_responses
 from videoflix_api.mail import Mailer
 from videoflix_api.schemas import (
     Detail,
@@ -95,6 +95,7 @@ def user_public(session: SessionDep, user: User) -> UserPublic:
 @router.get(
     "/email-exists/",
     response_model=EmailExists,
+    responses=error_responses(429),
     dependencies=[Depends(rate_limit("email-exists", "rate_limit_email_exists"))],
 )
 def email_exists(session: SessionDep, email: Annotated[str, Query(max_length=254)]) -> EmailExists:
@@ -106,6 +107,7 @@ def email_exists(session: SessionDep, email: Annotated[str, Query(max_length=254
     "/register/",
     status_code=201,
     response_model=RegisterPublic,
+    responses=error_responses(429),
     dependencies=[Depends(rate_limit("register", "rate_limit_register"))],
 )
 def register(
@@ -168,7 +170,7 @@ def confirm(
     )
 
 
-@router.post("/login/", response_model=UserPublic)
+@router.post("/login/", response_model=UserPublic, responses=error_responses(401, 403, 429))
 def login(
     body: LoginRequest,
     request: Request,
@@ -241,7 +243,7 @@ def logout(
     return Detail(detail="Logged out.")
 
 
-@router.get("/me/", response_model=UserPublic)
+@router.get("/me/", response_model=UserPublic, responses=error_responses(401))
 def me(user: CurrentUser, session: SessionDep) -> UserPublic:
     """The signed-in user."""
     return user_public(session, user)
@@ -250,6 +252,7 @@ def me(user: CurrentUser, session: SessionDep) -> UserPublic:
 @router.post(
     "/forgot-password/",
     response_model=Detail,
+    responses=error_responses(429),
     dependencies=[Depends(rate_limit("reset", "rate_limit_reset"))],
 )
 def forgot_password(
@@ -287,7 +290,7 @@ def forgot_password(
 @router.post(
     "/reset-password/",
     response_model=Detail,
-    responses={400: {"model": Detail}},
+    responses={400: {"model": Detail}, **error_responses(429)},
     dependencies=[Depends(rate_limit("reset-confirm", "rate_limit_reset"))],
 )
 def reset_password(body: ResetPasswordRequest, session: SessionDep) -> Detail:
