@@ -188,11 +188,15 @@ def client_address(request: Request) -> str:
     )
 
 
-def throttle(request: Request, scope: str, key: str, limit: int) -> None:
-    """Count one attempt; 429 with Retry-After (DRF's message) when over the limit."""
+def throttle(
+    request: Request, scope: str, key: str, limit: int, window_seconds: int | None = None
+) -> None:
+    """Count one attempt; 429 with Retry-After (DRF's message) when over the limit. The window
+    is `rate_limit_window_seconds` unless given."""
     limiter: RateLimiter = request.app.state.limiter
     settings: Settings = request.app.state.settings
-    wait = limiter.hit(f"{scope}:{key}", limit, settings.rate_limit_window_seconds)
+    window = window_seconds or settings.rate_limit_window_seconds
+    wait = limiter.hit(f"{scope}:{key}", limit, window)
     if wait is not None:
         request.app.state.metrics.rate_limited.labels(scope).inc()
         raise HTTPException(
@@ -200,6 +204,12 @@ def throttle(request: Request, scope: str, key: str, limit: int) -> None:
             f"Request was throttled. Expected available in {wait} seconds.",
             headers={"Retry-After": str(wait)},
         )
+
+
+def unthrottle(request: Request, scope: str, key: str) -> None:
+    """Give back the attempt `throttle` counted, when it turned out not to count (a success)."""
+    limiter: RateLimiter = request.app.state.limiter
+    limiter.refund(f"{scope}:{key}")
 
 
 def rate_limit(scope: str, setting: str) -> Callable[[Request], None]:

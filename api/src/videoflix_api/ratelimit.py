@@ -22,7 +22,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Engine, Table, case, delete, select
+from sqlalchemy import Engine, Table, case, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from videoflix_core.db import RateLimitBucket
 
@@ -90,6 +90,21 @@ class RateLimiter:
             hits, resets_at = connection.execute(statement).one()
         self._maybe_prune(now)
         return retry_after(hits, limit, resets_at, now)
+
+    def refund(self, key: str) -> None:
+        """Take back one hit of `key`'s current window (e.g. a login that succeeded, so that only
+        failures use up a limit). Counting first and refunding later, rather than counting only
+        after the outcome, keeps parallel attempts from all slipping in under the limit."""
+        now = self.now()
+        statement = (
+            update(_buckets)
+            .where(
+                _buckets.c.key == storage_key(key), _buckets.c.resets_at > now, _buckets.c.hits > 0
+            )
+            .values(hits=_buckets.c.hits - 1)
+        )
+        with self._engine.begin() as connection:
+            connection.execute(statement)
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)

@@ -1,9 +1,11 @@
-"""Passwords, tokens and the CSRF origin check: pure functions, no I/O."""
+"""Passwords, tokens and the CSRF origin check: pure functions, no I/O (argon2 runs are bounded
+in number, see `configure_hashing`)."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,25 +19,55 @@ from argon2.exceptions import InvalidHashError, VerificationError
 TokenType = Literal["access", "refresh"]
 ALGORITHM = "HS256"
 
+
+@dataclass(frozen=True)
+class _Hashing:
+    hasher: PasswordHasher
+    # Verified against when the e-mail is unknown, so a login takes as long either way. Made by
+    # the same hasher: verifying costs what the stored hash's own parameters say.
+    dummy_hash: str
+    # Each argon2 run holds its memory cost (64 MiB by default) until it ends; without a bound,
+    # every thread-pool thread could verify at once and the process would outgrow its limit.
+    slots: threading.BoundedSemaphore
+
+
+def _hashing(hasher: PasswordHasher, concurrency: int) -> _Hashing:
+    return _Hashing(
+        hasher, hasher.hash(secrets.token_urlsafe(16)), threading.BoundedSemaphore(concurrency)
+    )
+
+
 # argon2-cffi's defaults are the RFC 9106 "low memory" profile of argon2id.
-_hasher = PasswordHasher()
-# Verified against when the e-mail is unknown, so a login takes as long either way.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+_state = _hashing(PasswordHasher(), 4)
+
+
+def configure_hashing(
+    *, concurrency: int, memory_kib: int, time_cost: int, parallelism: int
+) -> None:
+    """Set the argon2id cost and how many hashes may run at once (from settings, at start-up)."""
+    global _state
+    hasher = PasswordHasher(memory_cost=memory_kib, time_cost=time_cost, parallelism=parallelism)
+    _state = _hashing(hasher, concurrency)
 
 
 def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+    state = _state
+    with state.slots:
+        return state.hasher.hash(password)
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
+    state = _state
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        with state.slots:
+            matches = state.hasher.verify(password_hash or state.dummy_hash, password)
+        return matches and password_hash is not None
     except (VerificationError, InvalidHashError):
         return False
 
 
 def password_needs_rehash(password_hash: str) -> bool:
-    return _hasher.check_needs_rehash(password_hash)
+    return _state.hasher.check_needs_rehash(password_hash)
 
 
 def password_problems(password: str, email: str | None = None) -> list[str]:

@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import RedirectResponse
+from sqlalchemy.orm import Session, sessionmaker
 from videoflix_core.db import TokenPurpose, User
 
 from videoflix_api import mail
@@ -25,6 +26,7 @@ from videoflix_api.deps import (
     client_address,
     rate_limit,
     throttle,
+    unthrottle,
     utcnow,
 )
 from videoflix_api.errors import FieldErrors, error_responses
@@ -53,6 +55,73 @@ def _send(mailer: Mailer, message: object) -> None:
         mailer.send(message)  # type: ignore[arg-type]
     except Exception:
         log.exception("Could not send mail")
+
+
+def _complete_registration(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    mailer: Mailer,
+    base: str,
+    email: str,
+    password: str,
+) -> None:
+    # Runs after the response with its own transaction, like `_send`: failures are only logged.
+    try:
+        with sessions() as session:
+            now = utcnow()
+            registered = accounts.register(session, email, password)
+            user, outcome = registered.user, registered.outcome
+            if outcome is Registration.EXISTS:
+                message = mail.already_registered_message(
+                    settings.mail_from,
+                    user.email,
+                    f"{settings.frontend_url}{settings.frontend_reset_path}",
+                )
+            else:
+                token = accounts.issue_single_use_token(
+                    session,
+                    user,
+                    TokenPurpose.CONFIRM,
+                    timedelta(seconds=settings.confirm_token_seconds),
+                    now,
+                    password_hash=registered.password_hash,
+                )
+                # `base` is the configured public URL (required outside dev mode), not the Host.
+                link = f"{base}/users/confirm/?{urlencode({'uid': user.id, 'token': token})}"
+                message = mail.confirm_message(
+                    settings.mail_from, user.email, link, settings.confirm_token_seconds // 3600
+                )
+            session.commit()
+    except Exception:
+        log.exception("Could not complete a registration")
+        return
+    _send(mailer, message)
+
+
+def _mail_reset(
+    sessions: sessionmaker[Session], settings: Settings, mailer: Mailer, email: str
+) -> None:
+    # Runs after the response with its own transaction, like `_send`: failures are only logged.
+    try:
+        with sessions() as session:
+            user = accounts.get_user_by_email(session, email)
+            if user is None:
+                return
+            token = accounts.issue_single_use_token(
+                session,
+                user,
+                TokenPurpose.RESET,
+                timedelta(seconds=settings.reset_token_seconds),
+                utcnow(),
+            )
+            session.commit()
+            link = _link(settings, settings.frontend_reset_path, uid=user.id, token=token)
+            hours = max(1, settings.reset_token_seconds // 3600)
+            message = mail.reset_message(settings.mail_from, user.email, link, hours)
+    except Exception:
+        log.exception("Could not issue a reset token")
+        return
+    _send(mailer, message)
 
 
 def _link(settings: Settings, path: str, **params: object) -> str:
@@ -98,8 +167,20 @@ def user_public(session: SessionDep, user: User) -> UserPublic:
     responses=error_responses(429),
     dependencies=[Depends(rate_limit("email-exists", "rate_limit_email_exists"))],
 )
-def email_exists(session: SessionDep, email: Annotated[str, Query(max_length=254)]) -> EmailExists:
-    """Whether an account uses this e-mail (rate limited: it is an enumeration oracle)."""
+def email_exists(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    email: Annotated[str, Query(max_length=254)],
+) -> EmailExists:
+    """Whether an account uses this e-mail (rate limited per client and per e-mail: it is an
+    enumeration oracle the frontend's sign-up form needs)."""
+    throttle(
+        request,
+        "email-exists-email",
+        accounts.normalize_email(email),
+        settings.rate_limit_email_exists,
+    )
     return EmailExists(exists=accounts.email_exists(session, email))
 
 
@@ -112,7 +193,7 @@ def email_exists(session: SessionDep, email: Annotated[str, Query(max_length=254
 )
 def register(
     body: RegisterCreate,
-    session: SessionDep,
+    request: Request,
     settings: SettingsDep,
     mailer: MailerDep,
     background: BackgroundTasks,
@@ -121,33 +202,23 @@ def register(
     """Create an inactive account and mail a confirmation link.
 
     The answer is the same whether or not the address already has an account; its owner gets a
-    mail saying so instead.
+    mail saying so instead. The account is written just after the answer is sent.
     """
     errors = accounts.registration_problems(body.email, body.password, body.confirm_password)
     if errors:
         raise FieldErrors(errors)
-    now = utcnow()
-    registered = accounts.register(session, body.email, body.password)
-    user, outcome = registered.user, registered.outcome
-    if outcome is Registration.EXISTS:
-        message = mail.already_registered_message(
-            settings.mail_from, user.email, f"{settings.frontend_url}{settings.frontend_reset_path}"
-        )
-    else:
-        token = accounts.issue_single_use_token(
-            session,
-            user,
-            TokenPurpose.CONFIRM,
-            timedelta(seconds=settings.confirm_token_seconds),
-            now,
-            password_hash=registered.password_hash,
-        )
-        # `base` is the configured public URL (required outside dev mode), never the Host header.
-        link = f"{base}/users/confirm/?{urlencode({'uid': user.id, 'token': token})}"
-        message = mail.confirm_message(
-            settings.mail_from, user.email, link, settings.confirm_token_seconds // 3600
-        )
-    background.add_task(_send, mailer, message)
+    # Everything else (hash, lookup, writes, mail) runs after the response, for every address:
+    # an answer that waited for an account and a token to be written only for a new address
+    # would tell existing ones by its time.
+    background.add_task(
+        _complete_registration,
+        request.app.state.sessionmaker,
+        settings,
+        mailer,
+        base,
+        body.email,
+        body.password,
+    )
     return RegisterPublic(email=accounts.normalize_email(body.email))
 
 
@@ -179,16 +250,28 @@ def login(
     settings: SettingsDep,
     metrics: MetricsDep,
 ) -> UserPublic:
-    """Sign in: sets the `vf_access` and `vf_refresh` HttpOnly cookies (longer with `remember`)."""
+    """Sign in: sets the `vf_access` and `vf_refresh` HttpOnly cookies (longer with `remember`).
+
+    Failed attempts are limited per client address and per e-mail from any address (known or
+    not, so a lock reveals nothing); a locked e-mail answers 429 even to the right password.
+    """
     throttle(request, "login", client_address(request), settings.rate_limit_login)
+    account = accounts.normalize_email(body.email)
+    # Counted before the password is checked (parallel guesses cannot all slip in), given back
+    # on success: only failures lock an account.
     throttle(
-        request, "login-email", accounts.normalize_email(body.email), settings.rate_limit_login
+        request,
+        "login-email",
+        account,
+        settings.rate_limit_login_account,
+        settings.rate_limit_login_account_window_seconds,
     )
     now = utcnow()
     user = accounts.authenticate(session, body.email, body.password, now)
     if user is None:
         metrics.auth_failures.labels("bad_credentials").inc()
         raise HTTPException(401, "Invalid email or password.")
+    unthrottle(request, "login-email", account)
     if not user.is_active:
         metrics.auth_failures.labels("not_confirmed").inc()
         raise HTTPException(403, "Please confirm your email address first.")
@@ -258,32 +341,19 @@ def me(user: CurrentUser, session: SessionDep) -> UserPublic:
 def forgot_password(
     body: ForgotPasswordRequest,
     request: Request,
-    session: SessionDep,
     settings: SettingsDep,
     mailer: MailerDep,
     background: BackgroundTasks,
 ) -> Detail:
-    """Mail a reset link when the account exists; the answer is the same either way."""
+    """Mail a reset link when the account exists; the answer is the same either way.
+
+    Even the lookup runs after the response, for every address: an answer that waited for a
+    token to be written only when the account exists would tell by its time.
+    """
     throttle(
         request, "reset-email", accounts.normalize_email(body.email), settings.rate_limit_reset
     )
-    user = accounts.get_user_by_email(session, body.email)
-    if user is not None:
-        token = accounts.issue_single_use_token(
-            session,
-            user,
-            TokenPurpose.RESET,
-            timedelta(seconds=settings.reset_token_seconds),
-            utcnow(),
-        )
-        link = _link(settings, settings.frontend_reset_path, uid=user.id, token=token)
-        background.add_task(
-            _send,
-            mailer,
-            mail.reset_message(
-                settings.mail_from, user.email, link, max(1, settings.reset_token_seconds // 3600)
-            ),
-        )
+    background.add_task(_mail_reset, request.app.state.sessionmaker, settings, mailer, body.email)
     return Detail(detail="If an account exists for this email, a reset link has been sent.")
 
 
