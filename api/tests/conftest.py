@@ -31,6 +31,23 @@ BASE = "https://testserver"
 PASSWORD = "correct horse battery"
 
 
+@pytest.fixture(autouse=True)
+def _clients_send_their_origin(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every TestClient sends `Origin: <its base URL>`, as a browser does on each write: the CSRF
+    layer refuses cookie-carrying writes that name no origin. A request's own `Origin` (or
+    `headers={"Origin": ...}` given to the client) still wins; tests of the CSRF layer itself
+    live in tests/security and send their headers explicitly."""
+    init = TestClient.__init__
+
+    def with_origin(
+        self: TestClient, app: Any, base_url: str = "http://testserver", *args: Any, **kwargs: Any
+    ) -> None:
+        kwargs["headers"] = {"Origin": base_url.rstrip("/"), **(kwargs.get("headers") or {})}
+        init(self, app, base_url, *args, **kwargs)
+
+    monkeypatch.setattr(TestClient, "__init__", with_origin)
+
+
 @pytest.fixture
 def settings(database_url: str, minio_server: Any, s3_bucket: str, smtp_server: Any) -> Settings:
     upgrade(database_url)

@@ -24,6 +24,7 @@ def test_csrf_refuses_cookie_requests_from_foreign_origins(
 
     video_id = add_video(app)
     body = {"video_id": video_id}
+    del viewer_client.headers["origin"]  # each request below names its own source
     r = viewer_client.post(
         "/content/add-favorite/", json=body, headers={"Origin": "https://evil.example"}
     )
@@ -34,7 +35,7 @@ def test_csrf_refuses_cookie_requests_from_foreign_origins(
     assert r.status_code == 403
     r = viewer_client.post("/content/add-favorite/", json=body, headers={"Origin": "null"})
     assert r.status_code == 403
-    # The frontend's origin and our own pass; so do non-browser clients sending neither header.
+    # The frontend's origin and our own pass.
     assert (
         viewer_client.post(
             "/content/add-favorite/", json=body, headers={"Origin": FRONTEND}
@@ -47,7 +48,8 @@ def test_csrf_refuses_cookie_requests_from_foreign_origins(
         ).status_code
         == 200
     )
-    assert viewer_client.post("/content/add-favorite/", json=body).status_code == 200
+    # Cookies with neither Origin nor Referer: the source cannot be told, so it is refused.
+    assert viewer_client.post("/content/add-favorite/", json=body).status_code == 403
     # Safe methods are never refused.
     assert (
         viewer_client.get("/content/", headers={"Origin": "https://evil.example"}).status_code
@@ -55,13 +57,17 @@ def test_csrf_refuses_cookie_requests_from_foreign_origins(
     )
 
 
-def test_csrf_ignores_requests_without_auth_cookies(client: TestClient, user: Account) -> None:
-    # A login form on another site cannot ride on a session it does not have.
+def test_csrf_refuses_login_from_a_foreign_origin(client: TestClient, user: Account) -> None:
+    # Login CSRF: another site must not sign the visitor in to an account of its choosing.
     r = client.post(
         "/users/login/",
         json={"email": user.email, "password": PASSWORD},
         headers={"Origin": "https://elsewhere.example"},
     )
+    assert r.status_code == 403 and "set-cookie" not in r.headers
+    # Without cookies, a client naming no origin (an API client, a script) signs in.
+    del client.headers["origin"]
+    r = client.post("/users/login/", json={"email": user.email, "password": PASSWORD})
     assert r.status_code == 200
 
 

@@ -111,8 +111,9 @@ def test_single_use_tokens_store_only_a_digest() -> None:
         ("POST", "null", None, True, True),
         ("POST", None, "https://evil.example/x", True, True),
         ("POST", None, "https://app.example/watch/1", True, False),
-        ("POST", None, None, True, False),
-        ("POST", "https://evil.example", None, False, False),
+        ("POST", None, None, True, True),  # cookies, but no origin named
+        ("POST", None, None, False, False),  # an API client without cookies
+        ("POST", "https://evil.example", None, False, True),  # login CSRF
         ("GET", "https://evil.example", None, True, False),
         ("DELETE", "https://app.example.evil.example", None, True, True),
     ],

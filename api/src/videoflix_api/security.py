@@ -139,19 +139,24 @@ def decode_token(secret: str, token: str, expected: TokenType, *, now: datetime)
         raise InvalidToken(str(exc)) from exc
     if payload.get("typ") != expected:
         raise InvalidToken("wrong token type")
-    # Expiry is checked against the caller's clock so that tests and the app agree on "now".
-    if int(payload["exp"]) <= int(now.timestamp()):
-        raise InvalidToken("token expired")
+    # pyjwt leaves `exp` unchecked here (verify_exp is off), so its type and range are ours to
+    # check: a malformed claim is an invalid token, never an error of the server.
     try:
+        expires = int(payload["exp"])
+        expires_at = datetime.fromtimestamp(expires, tz=now.tzinfo)
         user_id = int(payload["sub"])
-    except (TypeError, ValueError) as exc:
-        raise InvalidToken("bad subject") from exc
+    except (TypeError, ValueError, OverflowError, OSError) as exc:
+        raise InvalidToken("bad exp or subject") from exc
+    # Expiry is checked against the caller's clock so that tests and the app agree on "now".
+    if expires <= int(now.timestamp()):
+        raise InvalidToken("token expired")
+    family = payload.get("fam")
     return TokenClaims(
         user_id=user_id,
         type=expected,
         jti=str(payload["jti"]),
-        expires_at=datetime.fromtimestamp(int(payload["exp"]), tz=now.tzinfo),
-        family=payload.get("fam"),
+        expires_at=expires_at,
+        family=family if isinstance(family, str) else None,
     )
 
 
@@ -168,33 +173,48 @@ def hash_single_use_token(token: str) -> str:
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
+def _origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 def csrf_violation(
     method: str,
     *,
     origin: str | None,
     referer: str | None,
+    fetch_site: str | None = None,
     own_origin: str,
     trusted_origins: list[str],
     has_auth_cookie: bool,
 ) -> str | None:
     """Why a request must be refused as cross-site request forgery, or None when it may pass.
 
-    The scheme (OWASP "verify origin with standard headers", on top of SameSite cookies): a state
-    changing request that carries our auth cookies must come from a trusted origin. Browsers always
-    send `Origin` on cross-origin requests and on same-origin POSTs, and pages cannot forge it;
-    `Referer` is the fallback. Requests without cookies cannot ride on a session, and non-browser
-    clients that send neither header are not a CSRF vector. A double-submit token was not chosen
-    because the existing Angular client cannot be changed and sends no such header.
+    The scheme (OWASP "verify origin with standard headers" plus Fetch Metadata, on top of
+    SameSite cookies): a state-changing request must come from our own origin or a configured
+    frontend origin. Browsers send `Origin` on cross-origin requests and on same-origin POSTs,
+    and pages cannot forge it; `Referer` is the fallback. A foreign origin is refused even
+    without cookies, so another site cannot sign a victim in to an attacker's account (login
+    CSRF). `Sec-Fetch-Site: cross-site` is refused unless the origin is a configured frontend
+    (which may live on another site). A request carrying our cookies with neither `Origin` nor
+    `Referer` is refused: its source cannot be told (a stripped header, an old browser), and our
+    clients always send `Origin`. Requests without cookies and without either header (API clients
+    with a Bearer token, scripts) cannot ride on a session and pass. A double-submit token was
+    not chosen because the existing Angular client cannot be changed and sends no such header.
     """
-    if method.upper() not in UNSAFE_METHODS or not has_auth_cookie:
+    if method.upper() not in UNSAFE_METHODS:
         return None
-    allowed = {own_origin.rstrip("/"), *(o.rstrip("/") for o in trusted_origins)}
+    trusted = {o.rstrip("/") for o in trusted_origins}
+    allowed = {own_origin.rstrip("/"), *trusted}
     if origin is not None:
         if origin == "null" or origin.rstrip("/") not in allowed:
             return "Origin not allowed."
-        return None
-    if referer is not None:
-        parts = urlsplit(referer)
-        if f"{parts.scheme}://{parts.netloc}" not in allowed:
+    elif referer is not None:
+        if _origin_of(referer) not in allowed:
             return "Referer not allowed."
+    elif has_auth_cookie:
+        return "Origin checking failed: neither Origin nor Referer was sent."
+    cross_site = fetch_site is not None and fetch_site.strip().lower() == "cross-site"
+    if cross_site and (origin is None or origin.rstrip("/") not in trusted):
+        return "Cross-site request."
     return None
