@@ -261,7 +261,9 @@ def test_upload_transcode_and_play_on_kind(release: str, tmp_path: Path) -> None
         port_forward("videoflix-deps", "svc/minio", 9000) as s3_port,
     ):
         base = f"http://127.0.0.1:{api_port}"
-        viewer = httpx.Client(base_url=base, timeout=30)
+        # Origin like the Angular client's: the API refuses cookie-carrying writes naming none.
+        browser = {"Origin": "http://localhost:4200"}  # values-kind.yaml's frontendUrl
+        viewer = httpx.Client(base_url=base, headers=browser, timeout=30)
         email, password = "viewer@example.com", "viewer-password-123"
         response = viewer.post(
             "/users/register/",
@@ -278,7 +280,7 @@ def test_upload_transcode_and_play_on_kind(release: str, tmp_path: Path) -> None
             == 200
         )
 
-        staff = httpx.Client(base_url=base, timeout=120)
+        staff = httpx.Client(base_url=base, headers=browser, timeout=120)
         assert (
             staff.post(
                 "/users/login/",
