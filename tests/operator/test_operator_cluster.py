@@ -226,10 +226,15 @@ def test_operator_killed_mid_way_resumes_without_duplicates(
 def test_deleting_the_cr_removes_jobs_and_every_stored_object(
     make_platform: Any, sources: dict[str, Path]
 ) -> None:
+    """A video delete: the API removes the row, then the CR (a CR deleted under a live row keeps
+    the media: tests/faults/test_orphans.py)."""
     p: Platform = make_platform()
     vid, name = p.transcode(sources["480p"])
     p.wait_phase(name, "Succeeded")
     assert len(p.keys(vid)) > 5
+    with Session(p.engine) as s:
+        s.delete(s.get_one(Video, vid))
+        s.commit()
     p.kube.client.delete(p.path("vt", name))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and (p.cr(name) or p.jobs(name) or p.keys(vid)):

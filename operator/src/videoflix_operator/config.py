@@ -152,6 +152,13 @@ class OperatorSettings(BaseSettings):
     s3_access_key_id: str | None = None
     s3_secret_access_key: str | None = None
     s3_region: str = "us-east-1"
+    s3_ambient_credentials: bool = Field(
+        default=False,
+        description="No keys: the SDK's default chain (env, IRSA web identity, instance role).",
+    )
+    cache_size: int = Field(
+        default=2000, ge=10, description="CRs whose synced outcome the reconciler remembers."
+    )
     # Observability
     metrics_port: int = Field(default=9090, ge=0, description="0 disables the metrics server.")
     liveness_port: int = 8080

@@ -1,13 +1,24 @@
-"""Writes transcode outcomes to the videos row (through `videoflix_core.outcome`)."""
+"""The operator's reads and writes of the videos row (outcomes through `videoflix_core.outcome`)."""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, select, update
 from sqlalchemy.orm import Session
+from videoflix_core.db.models import Video
 from videoflix_core.outcome import write_outcome
+from videoflix_core.states import ProcessingState
 from videoflix_core.status import Outcome
+
+
+@dataclass(frozen=True)
+class RowView:
+    """What the finalizer and the orphan check need to know of a videos row."""
+
+    generation: int
+    state: ProcessingState
 
 
 class Database:
@@ -27,6 +38,40 @@ class Database:
 
     async def write(self, outcome: Outcome) -> bool:
         return await asyncio.to_thread(self._write, outcome)
+
+    def _row(self, video_id: int) -> RowView | None:
+        with Session(self._engine) as session:
+            found = session.execute(
+                select(Video.transcode_generation, Video.processing_state).where(
+                    Video.id == video_id
+                )
+            ).one_or_none()
+        return None if found is None else RowView(found[0], ProcessingState(found[1]))
+
+    async def row(self, video_id: int) -> RowView | None:
+        """The row of `video_id`; None when it does not exist (the video was deleted)."""
+        return await asyncio.to_thread(self._row, video_id)
+
+    def _fail_unfinished(self, video_id: int, generation: int, reason: str) -> bool:
+        with Session(self._engine) as session, session.begin():
+            statement = (
+                update(Video)
+                .where(Video.id == video_id)
+                .where(Video.transcode_generation == generation)
+                .where(
+                    Video.processing_state.in_(
+                        [ProcessingState.PENDING.value, ProcessingState.PROCESSING.value]
+                    )
+                )
+                .values(processing_state=ProcessingState.ERROR.value, processing_error=reason)
+                .execution_options(synchronize_session=False)
+            )
+            return bool(session.execute(statement).rowcount)  # type: ignore[attr-defined]
+
+    async def fail_unfinished(self, video_id: int, generation: int, reason: str) -> bool:
+        """Mark the row `error` if it still waits for this generation's transcode (guarded, so a
+        newer generation or a finished video is never touched)."""
+        return await asyncio.to_thread(self._fail_unfinished, video_id, generation, reason)
 
     def close(self) -> None:
         self._engine.dispose()

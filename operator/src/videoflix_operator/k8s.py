@@ -65,6 +65,22 @@ class Kube:
             raise
         return self._raw(resp)
 
+    async def delete_transcode(self, namespace: str, name: str, uid: str) -> None:
+        """Delete a CR (its finalizer then runs); only the object seen (uid), 404 is fine."""
+        try:
+            await asyncio.to_thread(
+                self._custom.delete_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                body=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid)),
+            )
+        except ApiException as exc:
+            if exc.status not in (404, 409):
+                raise
+
     async def patch_transcode_status(self, namespace: str, name: str, patch: Obj) -> None:
         await asyncio.to_thread(
             self._custom.patch_namespaced_custom_object_status,

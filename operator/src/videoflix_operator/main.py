@@ -20,7 +20,11 @@ from videoflix_operator.config import get_settings
 from videoflix_operator.database import Database
 from videoflix_operator.handlers import jobs, videotranscodes  # noqa: F401  (registers handlers)
 from videoflix_operator.k8s import Kube
-from videoflix_operator.objectstore import ObjectStore
+from videoflix_operator.objectstore import (
+    ObjectStore,
+    default_chain_has_credentials,
+    store_wanted,
+)
 from videoflix_operator.plan import EventNote
 from videoflix_operator.reconcile import Reconciler
 
@@ -61,10 +65,12 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     reconciler = Reconciler(
         settings=cfg,
         kube=Kube.from_environment(pool_size=cfg.io_threads),
-        store=ObjectStore(cfg) if cfg.s3_endpoint_url or cfg.s3_access_key_id else None,
+        store=ObjectStore(cfg) if store_wanted(cfg, default_chain_has_credentials) else None,
         database=Database(cfg.database_url) if cfg.database_url else None,
         post_event=_post_event,
     )
+    if reconciler.store is None:
+        log.warning("No S3 settings or ambient credentials: cleanup leaves stored objects")
     if reconciler.database is None:
         log.warning("No VIDEOFLIX_DATABASE_URL: outcomes go to the CR status only")
     state.set_reconciler(reconciler)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -11,13 +12,32 @@ from botocore.config import Config
 from videoflix_operator.config import OperatorSettings
 
 
+def default_chain_has_credentials() -> bool:
+    """Whether boto3's default chain (AWS_* env, web identity token, profile, instance role)
+    resolves credentials here."""
+    return boto3.Session().get_credentials() is not None
+
+
+def store_wanted(settings: OperatorSettings, chain_has_credentials: Callable[[], bool]) -> bool:
+    """Whether the operator builds an object store (without one, cleanup leaves objects behind).
+
+    Keys or an endpoint are explicit S3 settings; `s3_ambient_credentials` (the chart's
+    `ambientCredentials`, IRSA-style) and credentials the default chain finds by itself mean the
+    SDK signs without keys in our settings. The chain is asked last: it may probe the network.
+    """
+    if settings.s3_endpoint_url or settings.s3_access_key_id or settings.s3_ambient_credentials:
+        return True
+    return chain_has_credentials()
+
+
 class ObjectStore:
     def __init__(self, settings: OperatorSettings) -> None:
+        # Keys left None: boto3 falls back to its default credential chain (ambient credentials).
         self._client: Any = boto3.client(
             "s3",
             endpoint_url=settings.s3_endpoint_url,
-            aws_access_key_id=settings.s3_access_key_id,
-            aws_secret_access_key=settings.s3_secret_access_key,
+            aws_access_key_id=settings.s3_access_key_id or None,
+            aws_secret_access_key=settings.s3_secret_access_key or None,
             region_name=settings.s3_region,
             config=Config(
                 retries={"max_attempts": 3, "mode": "standard"},

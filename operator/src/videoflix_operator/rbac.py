@@ -13,8 +13,13 @@ import yaml
 from videoflix_core.transcode import GROUP, PLURAL
 
 RULES: list[dict[str, list[str]]] = [
-    # The CRs: watch (kopf), read, patch for finalizer and kopf's progress annotations.
-    {"apiGroups": [GROUP], "resources": [PLURAL], "verbs": ["get", "list", "watch", "patch"]},
+    # The CRs: watch (kopf), read, patch for finalizer and kopf's progress annotations; delete
+    # orphans (a CR whose videos row is gone, e.g. after a failed cancel).
+    {
+        "apiGroups": [GROUP],
+        "resources": [PLURAL],
+        "verbs": ["get", "list", "watch", "patch", "delete"],
+    },
     {"apiGroups": [GROUP], "resources": [f"{PLURAL}/status"], "verbs": ["get", "patch"]},
     # Transcode Jobs: create, watch, release (patch suspend), delete superseded ones.
     {

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,13 +18,20 @@ from typing import Any
 
 from pydantic import ValidationError
 from videoflix_core import storage
-from videoflix_core.status import Outcome, live_progress, outcome, parse_progress, running_steps
+from videoflix_core.status import (
+    Outcome,
+    live_progress,
+    outcome,
+    parse_progress,
+    running_steps,
+    spec_hash,
+)
 from videoflix_core.transcode import ANNOTATION_PRIORITY, VideoTranscodeSpec, VideoTranscodeStatus
 
 from videoflix_operator import metrics
 from videoflix_operator.builders import CONTAINER, MANAGED_BY, Owner, step_kind
 from videoflix_operator.config import OperatorSettings
-from videoflix_operator.database import Database
+from videoflix_operator.database import Database, RowView
 from videoflix_operator.k8s import Kube
 from videoflix_operator.objectstore import ObjectStore
 from videoflix_operator.plan import (
@@ -48,6 +56,45 @@ class NotSynced(Exception):
     """The outcome could not reach the database yet: retried by the caller."""
 
 
+# What a video's row says when its transcode resource is deleted under it (`kubectl delete vt`).
+RESOURCE_DELETED = "Transcode resource deleted; retry to start the transcode again"
+
+
+@dataclass(frozen=True)
+class Teardown:
+    """What the finalizer does besides stopping the Jobs."""
+
+    wipe_storage: bool  # delete everything under the video's prefix
+    fail_row: bool  # mark the row `error` (RESOURCE_DELETED) so staff see it and can retry
+
+
+def teardown(has_database: bool, row: RowView | None, generation: int) -> Teardown:
+    """The finalizer's choice. The media belong to the videos row, not to the CR:
+
+    - no row (the video was deleted, or the CR is an orphan): wipe the video's storage;
+    - a row: keep every object (a ready video keeps playing; a newer generation's source and
+      outputs are not this CR's to delete), and if the row still waits for this generation, say
+      why it stopped instead of leaving it `processing` forever (retry re-creates the CR);
+    - no database configured: nothing says the video lives on, so wipe (the old behaviour).
+    """
+    if not has_database or row is None:
+        return Teardown(wipe_storage=True, fail_row=False)
+    return Teardown(
+        wipe_storage=False, fail_row=row.generation == generation and not row.state.is_final
+    )
+
+
+def needs_results(
+    previous: VideoTranscodeStatus | None, spec: VideoTranscodeSpec, jobs: list[Obj]
+) -> bool:
+    """Whether finished Jobs' results must be read: not for a finished CR of this spec whose Jobs
+    are all done, whose status already holds every step's outcome (aggregate keeps final steps
+    from it), so its results need no cache and its pods may be long gone."""
+    if previous is None or not previous.phase.is_final or previous.spec_hash != spec_hash(spec):
+        return True
+    return not all(is_finished(j) for j in jobs)
+
+
 def utcnow() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -59,9 +106,12 @@ class Reconciler:
     store: ObjectStore | None
     database: Database | None
     post_event: EventPoster
+    # Caches stay bounded: locks live only while a pass runs, results and live percents only
+    # until the CR is finished and synced, and `_written` keeps the most recent `cache_size` CRs
+    # (an evicted one costs one more reconcile on its next resync, nothing else).
     _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
     _again: set[tuple[str, str]] = field(default_factory=set)
-    _written: dict[tuple[str, str], Outcome] = field(default_factory=dict)
+    _written: OrderedDict[tuple[str, str], Outcome] = field(default_factory=OrderedDict)
     _results: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     # Last percent each running step printed, per CR: (spec hash, step key → percent).
     _live: dict[tuple[str, str], tuple[str | None, dict[str, float]]] = field(default_factory=dict)
@@ -125,6 +175,8 @@ class Reconciler:
                     metrics.reconciled()
                 if key not in self._again:
                     break
+        if self._locks.get(key) is lock:  # no await since the release: nobody else holds it
+            del self._locks[key]
 
     async def _reconcile_once(self, namespace: str, name: str) -> None:
         body = await self.kube.get_transcode(namespace, name)
@@ -148,9 +200,10 @@ class Reconciler:
 
         jobs = await self.kube.jobs_of(namespace, name)
         results: dict[str, dict[str, Any] | None] = {}
+        read_results = needs_results(previous, spec, jobs)
         for job in jobs:
             job_name = job["metadata"]["name"]
-            if not is_finished(job):
+            if not is_finished(job) or not read_results:
                 continue
             # A finished Job's result never changes: read its pods once per process.
             if job_name not in self._results:
@@ -209,7 +262,12 @@ class Reconciler:
         # still lets the status through (the cluster view stays current) and is retried.
         unsynced: NotSynced | None = None
         try:
-            await self._sync_database(namespace, name, outcome(spec, actions.status))
+            if await self._sync_database(namespace, name, outcome(spec, actions.status)):
+                # The videos row is gone (a delete whose CR cancel failed): nobody will ever
+                # delete this CR; delete it now and let the finalizer clean the storage.
+                log.warning("Deleting orphan %s: its videos row is gone", name)
+                await self.kube.delete_transcode(namespace, name, owner.uid)
+                return
         except NotSynced as exc:
             unsynced = exc
         new_status = actions.status.wire()
@@ -225,6 +283,8 @@ class Reconciler:
             self.post_event(body, note)
         if unsynced is not None:
             raise unsynced
+        if actions.status.phase.is_final:
+            self._prune(namespace, name)
 
     async def refresh_progress(self, namespace: str, name: str, spec_hash: str | None) -> None:
         """Read the log tail of each running step pod; reconcile when a percent moved.
@@ -244,10 +304,13 @@ class Reconciler:
         self._live[key] = (spec_hash, readings)
         await self.reconcile(namespace, name)
 
-    async def _sync_database(self, namespace: str, name: str, result: Outcome) -> None:
+    async def _sync_database(self, namespace: str, name: str, result: Outcome) -> bool:
+        """Write the outcome unless already written; True when the videos row does not exist."""
         key = (namespace, name)
         if self.database is None or self._written.get(key) == result:
-            return
+            if key in self._written:
+                self._written.move_to_end(key)
+            return False
         try:
             written = await self.database.write(result)
         except Exception as exc:
@@ -255,22 +318,37 @@ class Reconciler:
             log.warning("Could not write the outcome of %s to the database: %s", name, exc)
             raise NotSynced(str(exc)) from exc
         if not written:
-            log.info("Skipped the outcome of %s: videos row gone or newer generation", name)
+            if await self._row(result.video_id) is None:
+                self._written.pop(key, None)
+                return True
+            log.info("Skipped the outcome of %s: the videos row has a newer generation", name)
         self._written[key] = result
+        self._written.move_to_end(key)
+        while len(self._written) > self.settings.cache_size:
+            self._written.popitem(last=False)
+        return False
+
+    async def _row(self, video_id: int) -> RowView | None:
+        assert self.database is not None
+        try:
+            return await self.database.row(video_id)
+        except Exception as exc:
+            raise NotSynced(str(exc)) from exc
+
+    def _prune(self, namespace: str, name: str) -> None:
+        """Drop what a finished, synced CR no longer needs (its status holds the results)."""
+        self._live.pop((namespace, name), None)
+        for job_name in [j for j in self._results if j.startswith(f"{name}-")]:
+            del self._results[job_name]
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop what this process remembers about a CR that is gone."""
         self._written.pop((namespace, name), None)
-        self._live.pop((namespace, name), None)
-        lock = self._locks.get((namespace, name))
-        if lock is not None and not lock.locked():
-            del self._locks[(namespace, name)]
-        for job_name in [j for j in self._results if j.startswith(f"{name}-")]:
-            del self._results[job_name]
+        self._prune(namespace, name)
         metrics.track(f"{namespace}/{name}", None)
 
     async def cleanup(self, namespace: str, name: str, spec: VideoTranscodeSpec) -> bool:
-        """Finalizer work: stop the Jobs, then delete every object under the video's prefix.
+        """Finalizer work: stop the Jobs, then what `teardown` chose for the row and storage.
 
         False while pods are still running (they could write after the delete): retry later.
         """
@@ -279,7 +357,17 @@ class Reconciler:
         pods = await self.kube.pods_of_transcode(namespace, name)
         if any((p.get("status") or {}).get("phase") in ("Pending", "Running") for p in pods):
             return False
-        if self.store is None:
+        row = await self.database.row(spec.video_id) if self.database is not None else None
+        action = teardown(self.database is not None, row, spec.transcode_generation)
+        if action.fail_row:
+            assert self.database is not None
+            await self.database.fail_unfinished(
+                spec.video_id, spec.transcode_generation, RESOURCE_DELETED
+            )
+            log.warning("%s deleted under its live videos row: marked it error", name)
+        if not action.wipe_storage:
+            log.info("Kept the stored objects of %s: its videos row still exists", name)
+        elif self.store is None:
             log.warning("No S3 settings: left the stored objects of %s in place", name)
         else:
             deleted = await self.store.delete_prefix(
