@@ -33,9 +33,11 @@ DESCRIPTION = """
 The Videoflix API. Authentication uses HttpOnly cookies (`vf_access`, `vf_refresh`) set by
 `/users/login/`; API clients may send the access token as `Authorization: Bearer` instead.
 
-**CSRF**: cookies are SameSite (configurable) and every state-changing request that carries auth
-cookies must come from a trusted origin (`Origin`, else `Referer`, checked against the frontend
-origin and `VIDEOFLIX_CORS_ORIGINS`): OWASP's standard-header verification.
+**CSRF**: cookies are SameSite (configurable) and every state-changing request must come from a
+trusted origin (`Origin`, else `Referer`, checked against the API's own origin, the frontend origin
+and `VIDEOFLIX_CORS_ORIGINS`): OWASP's standard-header verification. A foreign origin is refused
+even without cookies (login CSRF), `Sec-Fetch-Site: cross-site` only passes for a configured
+frontend origin, and a request carrying auth cookies must name its origin.
 
 Errors look like Django REST Framework's: `{"detail": "…"}` or `{"field": ["message", …]}` (400);
 throttled requests get 429 with `Retry-After`.
