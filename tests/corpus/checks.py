@@ -60,6 +60,11 @@ def rendition_problems(
     tags = {k: video.get(k) for k in BT709}
     if tags != BT709 or video.get("color_range") != "tv":
         found.append(f"{name}: colour tags {tags} range {video.get('color_range')}, want bt709 tv")
+    # Deinterlaced and square pixels: players show the frame as stored.
+    if video.get("field_order", "progressive") != "progressive":
+        found.append(f"{name}: field order {video['field_order']}, want progressive")
+    if video.get("sample_aspect_ratio", "1:1") != "1:1":
+        found.append(f"{name}: pixel aspect {video['sample_aspect_ratio']}, want 1:1")
     duration, frame = source
     if abs(_duration(info) - duration) > frame + 1e-3:
         found.append(
