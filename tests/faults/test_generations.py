@@ -94,22 +94,38 @@ def test_concurrent_replaces_get_distinct_generations(
         s.commit()
         vid = video.id
     old = storage.source_key(vid, "old.mp4")
-    keys = [storage.source_key(vid, f"new-{i}.mp4") for i in range(3)]
-    for key in [old, *keys]:
-        client.put_object(Bucket=s3_bucket, Key=key, Body=b"src")
+    client.put_object(Bucket=s3_bucket, Key=old, Body=b"src")
     with Session(engine) as s:
         s.get_one(Video, vid).source_key = old
         s.commit()
+    generation = 3
+    # A few rounds: the losers' hand-overs race the winner's in a different order each time.
+    for round_ in range(4):
+        keys = [storage.source_key(vid, f"new-{round_}-{i}.mp4") for i in range(3)]
+        for key in keys:
+            client.put_object(Bucket=s3_bucket, Key=key, Body=b"src")
 
-    got = replace_concurrently(engine, settings, vid, keys)
+        got = replace_concurrently(engine, settings, vid, keys)
 
-    assert sorted(got.values()) == [4, 5, 6], got  # without the lock: all three get 4
-    winner = max(got, key=lambda k: got[k])
-    with Session(engine) as s:
-        row = s.get_one(Video, vid)
-        assert (row.transcode_generation, row.source_key) == (6, winner)
-    # Each replace deleted the source it superseded: only the winner's object is left.
-    assert minio_server.keys(s3_bucket, storage.video_prefix(vid)) == [winner]
+        expected = [generation + 1, generation + 2, generation + 3]
+        assert sorted(got.values()) == expected, got  # without the lock: all get generation + 1
+        generation += 3
+        winner = max(got, key=lambda k: got[k])
+        with Session(engine) as s:
+            row = s.get_one(Video, vid)
+            assert (row.transcode_generation, row.source_key) == (generation, winner)
+            # A loser's hand-over may reach the API server after the winner's and be refused
+            # (the generation only increases): that must not mark the winner's row failed.
+            assert (row.processing_state, row.processing_error) == ("pending", None)
+        cr = kube.client.get(
+            f"/apis/videoflix.io/v1alpha1/namespaces/{kube_namespace}/videotranscodes/video-{vid}"
+        )
+        assert (cr["spec"]["transcodeGeneration"], cr["spec"]["source"]["key"]) == (
+            generation,
+            winner,
+        )
+        # Each replace deleted the source it superseded: only the winner's object is left.
+        assert minio_server.keys(s3_bucket, storage.video_prefix(vid)) == [winner]
     engine.dispose()
 
 

@@ -250,6 +250,14 @@ def dispatch(session: Session, dispatcher: Dispatcher, video: Video) -> None:
 
 def _failed(session: Session, video: Video, reason: str) -> None:
     # Staff see the reason and retry; the sweeper does not keep retrying what was refused.
+    current = session.scalar(
+        select(Video.transcode_generation).where(Video.id == video.id).with_for_update()
+    )
+    if current != video.transcode_generation:
+        # Superseded: a concurrent replace committed and handed over a newer generation (the CRD
+        # refuses this older spec); this failure says nothing about the row.
+        session.commit()
+        return
     video.processing_state = ProcessingState.ERROR.value
     video.processing_error = reason
     video.dispatch_due_at = None
