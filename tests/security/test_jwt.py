@@ -202,8 +202,8 @@ def _resign_header(token: str, header: dict[str, Any]) -> str:
     return f"{_b64(json.dumps(header).encode())}.{body}.{sig}"
 
 
-def test_the_real_token_is_accepted(session: Session) -> None:
-    # Without this, every refusal below could be a broken setup rather than the defence.
+def test_every_tampered_access_token_is_refused(session: Session) -> None:
+    # The real token is accepted: else every refusal below could be a broken setup.
     assert session.get("/users/me/", {"vf_access": session.access}) == 200
     assert session.get("/users/me/", {}, bearer=session.access) == 200
     assert session.get("/users/me/", {}) == 401
@@ -216,8 +216,6 @@ def test_the_real_token_is_accepted(session: Session) -> None:
     )
     assert session.get("/users/me/", {"vf_access": fresh}) == 200
 
-
-def test_every_tampered_access_token_is_refused(session: Session) -> None:
     tokens = forged_access_tokens(session)
     accepted: list[str] = []
     for name, token in tokens.items():
