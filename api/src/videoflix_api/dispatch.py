@@ -119,7 +119,7 @@ class KubernetesDispatcher:
         self._with_retries(lambda: self._create_or_patch(body), f"submit video {video.id}")
         log.info(
             "Submitted VideoTranscode",
-            extra={"name": body["metadata"]["name"], "generation": video.transcode_generation},
+            extra={"cr": body["metadata"]["name"], "generation": video.transcode_generation},
         )
 
     def _create_or_patch(self, body: dict[str, Any]) -> None:

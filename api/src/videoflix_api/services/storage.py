@@ -211,9 +211,8 @@ class S3Storage:
             if keys:
                 self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys})  # type: ignore[typeddict-item]
                 deleted += len(keys)
-        uploads = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=prefix)
-        for upload in uploads.get("Uploads", []):
-            self.abort_multipart(upload["Key"], upload["UploadId"])
+        for upload in self.incomplete_uploads(prefix):
+            self.abort_multipart(upload.key, upload.upload_id)
         return deleted
 
     def ping(self) -> None:
@@ -263,10 +262,13 @@ class S3Storage:
         found: list[IncompleteUpload] = []
         paginator = self.client.get_paginator("list_multipart_uploads")
         try:
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            # Listed whole and filtered here: MinIO matches `Prefix` against whole keys only, so
+            # a folder prefix would find nothing there.
+            for page in paginator.paginate(Bucket=self.bucket):
                 found.extend(
                     IncompleteUpload(u["Key"], u["UploadId"], u["Initiated"])
                     for u in page.get("Uploads", [])
+                    if u["Key"].startswith(prefix)
                 )
         except ClientError as exc:
             raise StorageError(_reason(exc)) from exc
