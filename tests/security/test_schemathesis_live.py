@@ -224,3 +224,35 @@ def test_a_control_character_in_an_upload_type_is_refused_not_a_500(settings: Se
                 )
     finally:
         app.state.engine.dispose()
+
+
+def test_a_control_character_in_a_form_file_type_is_stored_as_opaque_bytes(
+    settings: Settings, minio_server: Any, s3_bucket: str
+) -> None:
+    """The same header through the streamed form upload: stored as application/octet-stream."""
+    app = api.build_app(settings)
+    try:
+        account = api.make_user(app, "formtype@example.com", staff=True)
+        with api.serve(app) as url:
+            access = api.live_login(url, account)["vf_access"]
+            body = (
+                b'--bb\r\nContent-Disposition: form-data; name="title"\r\n\r\nT\r\n'
+                b'--bb\r\nContent-Disposition: form-data; name="file"; filename="a.mp4"\r\n'
+                b"Content-Type: video/\x7fmp4\r\n\r\nxxxx\r\n--bb--\r\n"
+            )
+            created = httpx.post(
+                f"{url}/videos/upload/",
+                content=body,
+                headers={
+                    "Origin": settings.public_base_url,
+                    "Cookie": f"vf_access={access}",
+                    "Content-Type": "multipart/form-data; boundary=bb",
+                },
+            )
+    finally:
+        app.state.engine.dispose()
+    assert created.status_code == 201, created.text
+    prefix = f"videos/{created.json()['id']}/source/"
+    (key,) = [k for k in minio_server.keys(s3_bucket) if k.startswith(prefix)]
+    stored = minio_server.client().head_object(Bucket=s3_bucket, Key=key)
+    assert stored["ContentType"] == "application/octet-stream"

@@ -129,7 +129,8 @@ class Categories(BaseModel):
     categories: list[str]
 
 
-_MIME_TYPE = r"^([A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126})?$"
+# A bare MIME type (RFC 6838 names) or empty.
+MIME_TYPE = r"^([A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126})?$"
 
 
 class MultipartStart(BaseModel):
@@ -137,7 +138,7 @@ class MultipartStart(BaseModel):
     size: int = Field(gt=0, description="Total bytes of the file to upload.")
     # A bare MIME type (RFC 6838 names) or empty, as browsers report unknown types: it becomes
     # the object's Content-Type header, where control characters make storage refuse it.
-    content_type: Annotated[str, StringConstraints(pattern=_MIME_TYPE)] = "application/octet-stream"
+    content_type: Annotated[str, StringConstraints(pattern=MIME_TYPE)] = "application/octet-stream"
 
 
 class MultipartStarted(BaseModel):

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
+
+from videoflix_api.schemas import MIME_TYPE
+
+OCTET_STREAM = "application/octet-stream"
+
+
+def stored_content_type(declared: str) -> str:
+    """The Content-Type a form's file is stored with: the declared one when it is a bare MIME
+    type; anything else (control characters, which S3 refuses in the header) as opaque bytes."""
+    return declared if declared and re.fullmatch(MIME_TYPE, declared) else OCTET_STREAM
 
 
 class FormError(ValueError):
@@ -75,7 +86,7 @@ async def iter_form(
         name = disposition.get(b"name", b"").decode("utf-8", "replace")
         filename = disposition.get(b"filename")
         if filename is not None:
-            ctype = headers.get(b"content-type", b"application/octet-stream").decode("latin-1")
+            ctype = stored_content_type(headers.get(b"content-type", b"").decode("latin-1"))
             part.update(kind="file", name=name)
             events.append(FileStart(name, filename.decode("utf-8", "replace"), ctype))
         else:
