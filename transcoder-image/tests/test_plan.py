@@ -245,6 +245,16 @@ def test_bt601_source_is_converted_to_bt709() -> None:
     assert ":rin=pc:" in full[0] and full[0].endswith(":r=tv")
 
 
+def test_odd_sized_source_is_resized_before_zscale() -> None:
+    # zscale cannot take an odd-sized 4:2:0 picture; swscale resizes it to the even output first.
+    source = probe(853, 481, coded_width=853, coded_height=481)
+    assert plan.colour_filters(source, 640, 360) == [
+        "scale=640:360",
+        "zscale=tin=bt709:min=smpte170m:pin=bt709:rin=tv:t=bt709:m=bt709:p=bt709:r=tv",
+        "format=yuv420p", "setsar=1",
+    ]
+
+
 @pytest.mark.parametrize(("order", "deinterlaced"), [
     ("tt", True), ("bb", True), ("tb", True), ("progressive", False), (None, False),
 ])

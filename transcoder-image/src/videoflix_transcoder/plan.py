@@ -254,12 +254,18 @@ def colour_filters(probe: ProbeResult, width: int, height: int) -> list[str]:
     colour = source_colour(probe)
     if colour.is_bt709:
         return [f"scale={width}:{height}", "setsar=1", "format=yuv420p"]
+    # zscale refuses odd-sized subsampled pictures (4:2:0 853x481: "image dimensions must be
+    # divisible by subsampling factor"): swscale resizes those to the even output size first,
+    # keeping the pixel format, and zscale then converts the colour only.
+    resize_first = bool(probe.coded_width % 2 or probe.coded_height % 2)
+    size = "" if resize_first else f"w={width}:h={height}:f=bicubic:"
     inputs = (
-        f"w={width}:h={height}:f=bicubic:tin={colour.transfer}:min={colour.matrix}"
+        f"{size}tin={colour.transfer}:min={colour.matrix}"
         f":pin={colour.primaries}:rin={'pc' if colour.full_range else 'tv'}"
     )
+    chain = [f"scale={width}:{height}"] if resize_first else []
     if colour.hdr:
-        chain = [
+        chain += [
             f"zscale={inputs}:t=linear:npl={NOMINAL_PEAK_NITS}",
             "format=gbrpf32le",
             "zscale=p=bt709",
@@ -267,7 +273,7 @@ def colour_filters(probe: ProbeResult, width: int, height: int) -> list[str]:
             "zscale=t=bt709:m=bt709:r=tv",
         ]
     else:
-        chain = [f"zscale={inputs}:t=bt709:m=bt709:p=bt709:r=tv"]
+        chain.append(f"zscale={inputs}:t=bt709:m=bt709:p=bt709:r=tv")
     return [*chain, "format=yuv420p", "setsar=1"]
 
 
