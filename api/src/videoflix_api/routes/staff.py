@@ -344,7 +344,9 @@ def _source_key(video: Video, filename: str) -> str:
     # A new name per upload, so the current source stays intact until the new one is complete,
     # and two concurrent replaces never write the same object (the generation is only known
     # under the row lock, after the upload).
-    return keys.source_key(video.id, f"u{secrets.token_hex(6)}-{filename}")
+    # The name is made safe first: a path in it ("a/b.mp4", "C:\\x\\b.mp4") would otherwise cut
+    # off the unique part, and every upload named so would write the same object.
+    return keys.source_key(video.id, f"u{secrets.token_hex(6)}-{keys.safe_filename(filename)}")
 
 
 @router.post(
