@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
+from videoflix_api.config import Settings
 from videoflix_api.services import outbox
 from videoflix_core.db import Video
 
@@ -81,3 +83,16 @@ def test_retry_rule(state: str, due_ago: int | None, source: str | None, allowed
 def test_only_postgresql_claims_rows_with_skip_locked() -> None:
     assert outbox.locks_rows("postgresql")
     assert not outbox.locks_rows("sqlite")
+
+
+def test_the_crash_fault_hook_is_refused_outside_dev_mode() -> None:
+    production = {
+        "secret_key": "s" * 48,
+        "public_base_url": "https://api.videoflix.test",
+        "database_url": "sqlite://",
+    }
+    with pytest.raises(ValidationError, match="FAULT_CRASH_AFTER_COMMIT"):
+        Settings(**production, fault_crash_after_commit=True)
+    assert Settings(**production).fault_crash_after_commit is False
+    dev = Settings(dev_mode=True, database_url="sqlite://", fault_crash_after_commit=True)
+    assert dev.fault_crash_after_commit is True  # tests/faults/test_outbox.py uses it
