@@ -322,6 +322,26 @@ def test_finished_steps_survive_their_jobs_ttl() -> None:
     assert again.status.conditions == done.conditions  # no transition: times kept
 
 
+def test_finished_steps_keep_their_record_when_results_are_not_read_again() -> None:
+    # A finished CR's later passes (resync, restart) read no Job results: the Jobs are still
+    # there, finished, with no result. The video must stay ready, not turn into "finished without
+    # a result" (what every video did on its first resync after it was ready).
+    steps = all_done()
+    done = aggregate(spec(), steps, None, now=T0).status
+    unread = {
+        key: StepObservation(
+            name=obs.name, succeeded=obs.succeeded, failed=obs.failed, finished=obs.finished
+        )
+        for key, obs in steps.items()
+    }
+    again = aggregate(spec(), unread, done, now=T1).status
+    assert again.phase == Phase.SUCCEEDED
+    assert converted_files(again) == converted_files(done)
+    assert again.thumbnail == done.thumbnail
+    # The same unread steps without a record are still a failure (nothing to fall back on).
+    assert aggregate(spec(), unread, None, now=T1).status.phase == Phase.FAILED
+
+
 def test_superseded_previous_status_is_ignored() -> None:
     done = aggregate(spec(), all_done(), None, now=T0).status
     new_spec = spec(transcodeGeneration=1)

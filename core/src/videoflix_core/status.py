@@ -144,9 +144,22 @@ def step_phase(obs: StepObservation) -> StepPhase:
     return StepPhase.RUNNING
 
 
-def _base(obs: StepObservation | None, previous: StepStatus | None) -> StepStatus:
+def _recorded(obs: StepObservation | None, previous: StepStatus | None) -> bool:
+    """Whether the step's status comes from what was recorded when it finished: its Job is gone
+    (TTL), or its result was not read this time (a finished CR reads no Job results again, and a
+    Job's pods may be gone). A finished step never changes, so the record still holds."""
     if obs is None:
-        # The Job may be gone (TTL) after it finished: what we recorded then still holds.
+        return True
+    return (
+        obs.finished is not None
+        and obs.result is None
+        and previous is not None
+        and previous.phase.is_final
+    )
+
+
+def _base(obs: StepObservation | None, previous: StepStatus | None) -> StepStatus:
+    if obs is None or _recorded(obs, previous):
         if previous is not None and previous.phase.is_final:
             return StepStatus.model_validate(previous.model_dump())
         return StepStatus()
@@ -185,7 +198,7 @@ def rendition_status(
     """Status of one rendition; with SinglePass `obs` is the one ladder step shared by all rungs."""
     base = _base(obs, previous)
     status = RenditionStatus(**base.model_dump(), height=rung.height)
-    if obs is None:
+    if obs is None or _recorded(obs, previous):
         if previous is not None and previous.phase.is_final:
             status.output = previous.output
         return status
@@ -215,7 +228,7 @@ def thumbnail_status(
 ) -> ThumbnailStatus:
     base = _base(obs, previous)
     status = ThumbnailStatus(**base.model_dump())
-    if obs is None:
+    if obs is None or _recorded(obs, previous):
         if previous is not None and previous.phase.is_final:
             status.output = previous.output
         return status
