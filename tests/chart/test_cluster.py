@@ -520,7 +520,9 @@ def test_installed_release_transcodes_an_upload(
         )
         assert made.returncode == 0, made.stderr
 
-        viewer = httpx.Client(base_url=release.api_url, timeout=30)
+        # As the frontend's browser would: our CSRF check wants an Origin on cookie writes.
+        frontend = {"Origin": "http://127.0.0.1:4200"}
+        viewer = httpx.Client(base_url=release.api_url, timeout=30, headers=frontend)
         email, password = "viewer@example.com", "viewer-password-123"
         registered = viewer.post(
             "/users/register/",
@@ -543,7 +545,7 @@ def test_installed_release_transcodes_an_upload(
             == 200
         )
 
-        staff = httpx.Client(base_url=release.api_url, timeout=120)
+        staff = httpx.Client(base_url=release.api_url, timeout=120, headers=frontend)
         assert (
             staff.post(
                 "/users/login/",
