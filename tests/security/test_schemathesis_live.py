@@ -124,9 +124,9 @@ def run_schemathesis(url: str, origin: str, cookie: str, report: Path) -> tuple[
         "--generation-deterministic",
         "--no-shrink",
         f"--checks={','.join(CHECKS)}",
-        # One worker: CPython 3.11's ast.parse is not thread-safe (gh-106905), and Hypothesis
-        # parses lambdas for its reprs, so two worker threads sometimes died with "SystemError:
-        # AST constructor recursion depth mismatch".
+        # One worker: CPython 3.11 keeps the AST constructor's recursion counter in state shared
+        # by threads (gh-106905), and Hypothesis parses lambdas for its reprs, so with two worker
+        # threads a run once died with "SystemError: AST constructor recursion depth mismatch".
         "--workers=1",
         "--continue-on-failure",
         "--request-timeout=30",
