@@ -267,6 +267,44 @@ def run_wrk(
     }
 
 
+def start_api(
+    stack: ExitStack,
+    database_url: str,
+    endpoint: str,
+    key: str,
+    secret: str,
+    log_level: str = "INFO",
+) -> tuple[str, str, subprocess.Popen[bytes]]:
+    """Our API under uvicorn on a free port: (base URL, secret key, process)."""
+    secret_key = secrets.token_urlsafe(48)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "VIDEOFLIX_SECRET_KEY": secret_key,
+        "VIDEOFLIX_PUBLIC_BASE_URL": base,
+        "VIDEOFLIX_DATABASE_URL": database_url,
+        "VIDEOFLIX_S3_ENDPOINT_URL": endpoint,
+        "VIDEOFLIX_S3_BUCKET": "bench",
+        "VIDEOFLIX_S3_ACCESS_KEY_ID": key,
+        "VIDEOFLIX_S3_SECRET_ACCESS_KEY": secret,
+        "VIDEOFLIX_LOG_LEVEL": log_level,
+    }
+    log = stack.enter_context(open(tempfile.mktemp(prefix="videoflix-bench-api-"), "wb"))  # noqa: SIM115 (the stack closes it)
+    api = subprocess.Popen(
+        [
+            sys.executable, "-m", "uvicorn", "videoflix_api.main:create_app", "--factory",
+            "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    stack.callback(stop, api)
+    wait_until(lambda: httpx.get(f"{base}/health").status_code == 200, "API", timeout=60)
+    return base, secret_key, api
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
@@ -283,40 +321,7 @@ def main() -> int:
         user_id, deep_cursor = fill(database_url, args.rows)
         print(f"setup: {args.rows} videos in {time.perf_counter() - t0:.1f} s")
 
-        secret_key = secrets.token_urlsafe(48)
-        port = free_port()
-        env = {
-            **os.environ,
-            "VIDEOFLIX_SECRET_KEY": secret_key,
-            "VIDEOFLIX_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-            "VIDEOFLIX_DATABASE_URL": database_url,
-            "VIDEOFLIX_S3_ENDPOINT_URL": endpoint,
-            "VIDEOFLIX_S3_BUCKET": "bench",
-            "VIDEOFLIX_S3_ACCESS_KEY_ID": key,
-            "VIDEOFLIX_S3_SECRET_ACCESS_KEY": secret,
-            "VIDEOFLIX_LOG_LEVEL": "INFO",
-        }
-        log = stack.enter_context(open(tempfile.mktemp(prefix="videoflix-bench-api-"), "wb"))
-        api = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "videoflix_api.main:create_app",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--no-access-log",
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        stack.callback(stop, api)
-        base = f"http://127.0.0.1:{port}"
-        wait_until(lambda: httpx.get(f"{base}/health").status_code == 200, "API", timeout=60)
+        base, secret_key, api = start_api(stack, database_url, endpoint, key, secret)
 
         token, _ = security.create_token(
             secret_key,

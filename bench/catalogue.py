@@ -24,10 +24,8 @@ import argparse
 import importlib.util
 import json
 import os
-import secrets
 import subprocess
 import sys
-import tempfile
 import time
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
@@ -42,15 +40,15 @@ sys.path.insert(0, str(REPO))
 from videoflix_api import security  # noqa: E402
 from videoflix_core.db.migrate import upgrade  # noqa: E402
 
-from tests.fixtures.procs import free_port, stop, wait_until  # noqa: E402
-
 # bench/api.py by path: on sys.path, `api` would be the repository's api/ folder.
 _spec = importlib.util.spec_from_file_location("bench_api", REPO / "bench" / "api.py")
 assert _spec is not None and _spec.loader is not None
 bench_api = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench_api)
 add_user, insert_videos = bench_api.add_user, bench_api.insert_videos
-start_minio, start_postgres = bench_api.start_minio, bench_api.start_postgres
+start_api, start_minio, start_postgres = (
+    bench_api.start_api, bench_api.start_minio, bench_api.start_postgres
+)
 
 # The bare anchor: rows in, JSON out, as directly as Python allows.
 BARE = r"""
@@ -148,40 +146,9 @@ def main() -> int:
         with psycopg.connect(plain_url) as conn:
             user_id = add_user(conn)
 
-        secret_key = secrets.token_urlsafe(48)
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        env = {
-            **os.environ,
-            "VIDEOFLIX_SECRET_KEY": secret_key,
-            "VIDEOFLIX_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-            "VIDEOFLIX_DATABASE_URL": database_url,
-            "VIDEOFLIX_S3_ENDPOINT_URL": endpoint,
-            "VIDEOFLIX_S3_BUCKET": "bench",
-            "VIDEOFLIX_S3_ACCESS_KEY_ID": key,
-            "VIDEOFLIX_S3_SECRET_ACCESS_KEY": secret,
-            "VIDEOFLIX_LOG_LEVEL": "WARNING",
-        }
-        log = stack.enter_context(open(tempfile.mktemp(prefix="videoflix-bench-api-"), "wb"))
-        api = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "videoflix_api.main:create_app",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--no-access-log",
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+        base, secret_key, api = start_api(
+            stack, database_url, endpoint, key, secret, log_level="WARNING"
         )
-        stack.callback(stop, api)
-        wait_until(lambda: httpx.get(f"{base}/health").status_code == 200, "API", timeout=60)
         token, _ = security.create_token(
             secret_key,
             user_id=user_id,
