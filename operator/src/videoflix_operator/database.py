@@ -12,6 +12,8 @@ from videoflix_core.outcome import write_outcome
 from videoflix_core.states import ProcessingState
 from videoflix_core.status import Outcome
 
+from videoflix_operator import faults
+
 
 @dataclass(frozen=True)
 class RowView:
@@ -34,7 +36,9 @@ class Database:
 
     def _write(self, outcome: Outcome) -> bool:
         with Session(self._engine) as session, session.begin():
-            return write_outcome(session, outcome)
+            written = write_outcome(session, outcome)
+            faults.crash_point(faults.IN_DATABASE_WRITE)  # before the commit
+            return written
 
     async def write(self, outcome: Outcome) -> bool:
         return await asyncio.to_thread(self._write, outcome)

@@ -28,7 +28,7 @@ from videoflix_core.status import (
 )
 from videoflix_core.transcode import ANNOTATION_PRIORITY, VideoTranscodeSpec, VideoTranscodeStatus
 
-from videoflix_operator import metrics
+from videoflix_operator import faults, metrics
 from videoflix_operator.builders import CONTAINER, MANAGED_BY, Owner, step_kind
 from videoflix_operator.config import OperatorSettings
 from videoflix_operator.database import Database, RowView
@@ -237,6 +237,7 @@ class Reconciler:
                     spec.source.bucket, prefix, frozenset(actions.keep_keys)
                 )
             log.info("Deleted superseded outputs of %s", name)
+            faults.crash_point(faults.AFTER_PREFIX_DELETE)
         for job_name in actions.reprioritize:
             await self.kube.annotate_job(
                 namespace, job_name, {ANNOTATION_PRIORITY: str(spec.priority)}
@@ -252,6 +253,7 @@ class Reconciler:
                     rendition=job_labels.get("videoflix.io/rendition", ""),
                 ).inc()
                 log.info("Created Job %s", manifest["metadata"]["name"])
+                faults.crash_point(faults.AFTER_JOB_CREATE)
         if created:
             self.scheduler_wakeup.set()
         if any(is_finished(j) for j in jobs):
@@ -273,6 +275,7 @@ class Reconciler:
         new_status = actions.status.wire()
         patch = status_patch(raw_status, new_status)
         if patch:  # unchanged status, no write: no watch event, no churn
+            faults.crash_point(faults.BEFORE_STATUS_PATCH)
             await self.kube.patch_transcode_status(namespace, name, patch)
         metrics.observe_transitions(previous, actions.status)
         metrics.track(f"{namespace}/{name}", actions.status, owner.created)
@@ -313,6 +316,7 @@ class Reconciler:
             return False
         try:
             written = await self.database.write(result)
+            faults.crash_point(faults.AFTER_DATABASE_WRITE)
         except Exception as exc:
             self._written.pop(key, None)
             log.warning("Could not write the outcome of %s to the database: %s", name, exc)
@@ -354,6 +358,7 @@ class Reconciler:
         """
         for job in await self.kube.jobs_of(namespace, name):
             await self.kube.delete_job(namespace, job["metadata"]["name"])
+        faults.crash_point(faults.CLEANUP_AFTER_JOBS_DELETED)
         pods = await self.kube.pods_of_transcode(namespace, name)
         if any((p.get("status") or {}).get("phase") in ("Pending", "Running") for p in pods):
             return False
@@ -374,6 +379,7 @@ class Reconciler:
                 spec.source.bucket, storage.video_prefix(spec.video_id)
             )
             log.info("Deleted %d stored objects of %s", deleted, name)
+        faults.crash_point(faults.CLEANUP_AFTER_STORAGE)
         self.forget(namespace, name)
         return True
 
