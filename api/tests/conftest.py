@@ -6,9 +6,7 @@ import re
 import secrets
 import shutil
 import subprocess
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -16,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from videoflix_api.config import Settings
@@ -25,7 +22,7 @@ from videoflix_api.services.accounts import create_user
 from videoflix_core.db import Video
 from videoflix_core.db.migrate import upgrade
 
-from tests.fixtures.procs import free_port, wait_until
+from tests.fixtures.servers import serve
 
 BASE = "https://testserver"
 PASSWORD = "correct horse battery"
@@ -87,32 +84,6 @@ def app(settings: Settings) -> Iterator[FastAPI]:
 def client(app: FastAPI) -> Iterator[TestClient]:
     with TestClient(app, base_url=BASE) as test_client:
         yield test_client
-
-
-@contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    """`app` served by a real uvicorn on a loopback port (real sockets, the thread pool, parallel
-    requests), for what the in-process TestClient cannot show; yields the base URL."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=port,
-            log_config=None,
-            lifespan="on",
-            proxy_headers=False,  # as deployed: the app alone reads X-Forwarded-For
-        )
-    )
-    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: server.started or not thread.is_alive(), "uvicorn to start", 30)
-        assert server.started, "uvicorn did not start"
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def live_login(url: str, account: Account) -> dict[str, str]:

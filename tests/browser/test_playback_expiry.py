@@ -16,20 +16,18 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from tests.embedded.server import EmbeddedServer
-from tests.fixtures.procs import free_port, missing_tool, wait_until
+from tests.fixtures.procs import missing_tool, wait_until
+from tests.fixtures.servers import serve
 
 pytestmark = pytest.mark.browser
 
@@ -220,23 +218,6 @@ def _check(
 # ---- the S3 path: the API process on MinIO and PostgreSQL ----
 
 
-@contextmanager
-def _serve(app: Any) -> Iterator[str]:
-    """`app` on a real uvicorn in a thread (Chromium needs sockets); yields its base URL."""
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: server.started or not thread.is_alive(), "uvicorn", 30)
-        assert server.started, "uvicorn did not start"
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-
-
 @dataclass(frozen=True)
 class S3Api:
     url: str
@@ -323,7 +304,7 @@ def s3_api(
         session.commit()
     storage = S3Storage(settings)
     try:
-        with _serve(app) as url:
+        with serve(app) as url:
             yield S3Api(
                 url,
                 video_id,
