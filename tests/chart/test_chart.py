@@ -456,6 +456,10 @@ def test_existing_secrets_leave_no_secret_value_in_the_release() -> None:
     }
     assert env["VIDEOFLIX_SMTP_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "videoflix-smtp"
     assert "VIDEOFLIX_S3_ACCESS_KEY_ID" not in env  # the pod identity provides them
+    operator = container_env(pod_spec(find(objects, "Deployment", "-operator"))["containers"][0])
+    assert "VIDEOFLIX_S3_ACCESS_KEY_ID" not in operator
+    # Without keys the operator must still know it has storage, or cleanup silently does nothing.
+    assert operator["VIDEOFLIX_S3_AMBIENT_CREDENTIALS"]["value"] == "true"
     migration = pod_spec(find(objects, "Job", "-migrations"))["containers"][0]
     assert container_env(migration)["VIDEOFLIX_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
         "name": "videoflix-db",
