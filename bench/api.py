@@ -1,13 +1,21 @@
-"""Throughput and latency of the hot API endpoints under a loopback load generator (wrk).
+"""The hot API endpoints against a bare-FastAPI anchor, in one run, under a loopback load generator.
 
-    uv run python bench/api.py [--rows 100000] [--duration 10] [--connections 16]
+    uv run python bench/api.py [--rows 100000] [--duration 8] [--connections 16]
+                               [--layouts 1x1,1x2,2x1]
 
 Starts a throwaway PostgreSQL (Debian's server) and MinIO (tools/gotool.sh), fills the videos
-table with --rows rows, runs the API under uvicorn (one worker) and drives it with Debian's `wrk`
-(apt-get install wrk) on 127.0.0.1 only; every run stops by itself. Prints requests/s and
-p50/p99 latency and the API process's CPU time per request (which, unlike req/s, does not
-depend on what else the machine runs) for the video list (first page of 50, a deep keyset page,
-a category filter) and the per-quality playback URL endpoint (one presign per request).
+table with --rows rows, then for each layout (replicas x uvicorn workers, all replicas sharing
+the one database) runs our API and the anchor (bench/anchor_app.py: the same rows, fields and
+lifetimes through psycopg, pydantic, pyjwt and boto3, with nothing else) with the same uvicorn
+settings, one after the other, and drives each with Debian's `wrk` (apt-get install wrk) on
+127.0.0.1 only; every run stops by itself. Replicas get their share of the connections from one
+wrk each. The playback URL asks for a random video each request (a cache of one URL would not
+show what presigning costs).
+
+Prints, per layout, requests/s, p50/p99 latency and the servers' CPU time per request (user +
+system of every server process: unlike req/s it does not depend on what else the machine runs)
+for ours and the anchor, and ours/anchor with the target next to it. Then checks that the login
+rate limit is one limit across every replica and worker.
 """
 
 from __future__ import annotations
@@ -95,6 +103,8 @@ def start_postgres(stack: ExitStack) -> str:
             "fsync=off",
             "-c",
             "shared_buffers=256MB",
+            "-c",
+            "max_connections=300",  # replicas x workers x (pool + overflow) of ours and the anchor
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -227,44 +237,106 @@ _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (contention-independent cost measure)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of a process and all its descendants so far (uvicorn's workers are
+    children of its supervisor); a contention-independent cost measure."""
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except FileNotFoundError:  # exited meanwhile
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        todo += [int(child) for child in children]
+    return total
 
 
-def run_wrk(
-    url: str, token: str, duration: int, connections: int, server_pid: int
-) -> dict[str, float]:
-    cpu_before = cpu_seconds(server_pid)
-    out = subprocess.run(
-        [
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{duration}s",
-            "--latency",
-            "-H",
-            f"Authorization: Bearer {token}",
-            url,
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+def wrk_script(path_template: str, ids: int) -> str:
+    """A wrk Lua script asking for `path_template` with a random video id (1..ids) each time."""
+    script = Path(tempfile.mktemp(prefix="videoflix-bench-wrk-", suffix=".lua"))
+    before, after = path_template.split("{id}")
+    script.write_text(
+        f"math.randomseed({random.randrange(1 << 30)})\n"
+        "request = function()\n"
+        f'  return wrk.format(nil, "{before}" .. math.random(1, {ids}) .. "{after}")\n'
+        "end\n"
+    )
+    return str(script)
+
+
+def parse_wrk(out: str) -> dict[str, float]:
     lat = {
         p: float(v) * _UNITS[u]
         for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
     }
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     return {
-        "rps": rps,
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
         "p50": lat["50"],
         "p99": lat["99"],
-        "cpu_ms": (cpu_seconds(server_pid) - cpu_before) * 1000 / max(total, 1),
+        "requests": float(re.search(r"(\d+) requests in", out).group(1)),  # type: ignore[union-attr]
         "non2xx": float(errors.group(1)) if errors else 0.0,
     }
+
+
+def run_wrk(
+    urls: list[str],
+    token: str,
+    duration: int,
+    connections: int,
+    server_pids: list[int],
+    script: str | None = None,
+) -> dict[str, float]:
+    """One wrk per replica URL at the same time, the connections split between them. CPU per
+    request sums every server process; p50/p99 are the worst replica's."""
+    cpu_before = sum(cpu_seconds(pid) for pid in server_pids)
+    share = max(1, connections // len(urls))
+    procs = [
+        subprocess.Popen(
+            [
+                "wrk", "-t1", f"-c{share}", f"-d{duration}s", "--latency",
+                "-H", f"Authorization: Bearer {token}",
+                *(["-s", script] if script else []),
+                url,
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for url in urls
+    ]
+    results = [parse_wrk(proc.communicate()[0]) for proc in procs]
+    cpu = sum(cpu_seconds(pid) for pid in server_pids) - cpu_before
+    total = sum(r["requests"] for r in results)
+    return {
+        "rps": sum(r["rps"] for r in results),
+        "p50": max(r["p50"] for r in results),
+        "p99": max(r["p99"] for r in results),
+        "cpu_ms": cpu * 1000 / max(total, 1),
+        "non2xx": sum(r["non2xx"] for r in results),
+    }
+
+
+def _uvicorn(
+    stack: ExitStack, app: str, env: dict[str, str], port: int, workers: int, what: str
+) -> subprocess.Popen[bytes]:
+    """`app` under uvicorn with the one set of server settings ours and the anchor share."""
+    log = stack.enter_context(open(tempfile.mktemp(prefix=f"videoflix-bench-{what}-"), "wb"))  # noqa: SIM115 (the stack closes it)
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "uvicorn", app, "--factory",
+            "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
+            "--workers", str(workers),
+        ],
+        env=env,
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    stack.callback(stop, proc)
+    base = f"http://127.0.0.1:{port}"
+    wait_until(lambda: httpx.get(f"{base}/health").status_code in (200, 404), what, timeout=60)
+    return proc
 
 
 def start_api(
@@ -274,9 +346,12 @@ def start_api(
     key: str,
     secret: str,
     log_level: str = "INFO",
+    *,
+    secret_key: str | None = None,
+    workers: int = 1,
 ) -> tuple[str, str, subprocess.Popen[bytes]]:
     """Our API under uvicorn on a free port: (base URL, secret key, process)."""
-    secret_key = secrets.token_urlsafe(48)
+    secret_key = secret_key or secrets.token_urlsafe(48)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {
@@ -290,29 +365,169 @@ def start_api(
         "VIDEOFLIX_S3_SECRET_ACCESS_KEY": secret,
         "VIDEOFLIX_LOG_LEVEL": log_level,
     }
-    log = stack.enter_context(open(tempfile.mktemp(prefix="videoflix-bench-api-"), "wb"))  # noqa: SIM115 (the stack closes it)
-    api = subprocess.Popen(
-        [
-            sys.executable, "-m", "uvicorn", "videoflix_api.main:create_app", "--factory",
-            "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    stack.callback(stop, api)
-    wait_until(lambda: httpx.get(f"{base}/health").status_code == 200, "API", timeout=60)
+    api = _uvicorn(stack, "videoflix_api.main:create_app", env, port, workers, "api")
     return base, secret_key, api
+
+
+def start_anchor(
+    stack: ExitStack,
+    database_url: str,
+    endpoint: str,
+    key: str,
+    secret: str,
+    *,
+    secret_key: str,
+    workers: int = 1,
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """The anchor app (bench/anchor_app.py) under the same uvicorn settings: (base URL, process)."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "ANCHOR_DATABASE_URL": database_url.replace("postgresql+psycopg://", "postgresql://"),
+        "ANCHOR_SECRET": secret_key,
+        "ANCHOR_BASE_URL": base,
+        "ANCHOR_S3_ENDPOINT": endpoint,
+        "ANCHOR_S3_KEY": key,
+        "ANCHOR_S3_SECRET": secret,
+        "ANCHOR_S3_BUCKET": "bench",
+    }
+    return base, _uvicorn(stack, "bench.anchor_app:create_app", env, port, workers, "anchor")
+
+
+# (name, path, target of ours/anchor CPU per request); `{id}` is a random video id.
+ROUTES = [
+    ("list, first page (/content/?limit=50)", "/content/?limit=50", 1.0),
+    (
+        "playback URL (/content/video-url/<id>/?quality=720p)",
+        "/content/video-url/{id}/?quality=720p",
+        1.0,
+    ),
+]
+# Ours only (the anchor has no cursor or filter): that deep pages and filters cost what page 1 does.
+EXTRA = [
+    ("list, page at 90% depth (/videos/?cursor=…)", "/videos/?limit=50&cursor={cursor}"),
+    ("list, category filter (/videos/?category=…)", "/videos/?limit=50&category=music"),
+]
+
+
+def check_bodies(bases: list[str], path: str, token: str) -> None:
+    """Correctness before speed: every server answers the route with a full page or a URL."""
+    for base in bases:
+        r = httpx.get(base + path, headers={"Authorization": f"Bearer {token}"})
+        r.raise_for_status()
+        body = r.json()
+        items = body if isinstance(body, list) else body.get("results", body)
+        assert ("url" in body) or len(items) == 50, (base, path, body)
+
+
+def shared_login_limit(bases: list[str], limit: int, database_url: str) -> tuple[int, int]:
+    """Wrong-password logins spread over every replica (a new connection each, so the kernel
+    spreads them over the workers too): (answered before the first 429, 429s)."""
+    with psycopg.connect(database_url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        conn.execute("DELETE FROM rate_limit_buckets")  # an earlier layout's window
+    answered = throttled = 0
+    for i in range(limit + 6):
+        r = httpx.post(
+            f"{bases[i % len(bases)]}/users/login/",
+            json={"email": f"nobody{i}@example.com", "password": "wrong", "remember": False},
+        )
+        if r.status_code == 429:
+            throttled += 1
+        elif throttled == 0:
+            answered += 1
+    return answered, throttled
+
+
+def print_row(name: str, result: dict[str, float]) -> None:
+    flag = f"  ({int(result['non2xx'])} non-2xx!)" if result["non2xx"] else ""
+    print(
+        f"  {name:62} {result['rps']:7.0f} {result['p50']:8.2f} {result['p99']:8.2f}"
+        f" {result['cpu_ms']:9.3f}{flag}"
+    )
+
+
+def run_layout(
+    args: argparse.Namespace,
+    services: tuple[str, str, str, str],
+    replicas: int,
+    workers: int,
+    token: str,
+    secret_key: str,
+    deep_cursor: str,
+) -> list[tuple[str, float, float, float, float, float]]:
+    """Ours, then the anchor, in `replicas` x `workers`; returns per route (name, ours CPU, anchor
+    CPU, target, ours p99, anchor p99)."""
+    database_url, endpoint, key, secret = services
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for which_app in ("ours", "anchor"):
+        with ExitStack() as stack:
+            if which_app == "ours":
+                started = [
+                    start_api(
+                        stack, database_url, endpoint, key, secret,
+                        secret_key=secret_key, workers=workers,
+                    )
+                    for _ in range(replicas)
+                ]
+                bases, pids = [b for b, _, _ in started], [p.pid for _, _, p in started]
+            else:
+                anchors = [
+                    start_anchor(
+                        stack, database_url, endpoint, key, secret,
+                        secret_key=secret_key, workers=workers,
+                    )
+                    for _ in range(replicas)
+                ]
+                bases, pids = [b for b, _ in anchors], [p.pid for _, p in anchors]
+            for name, path, _ in ROUTES:
+                check_bodies(bases, path.replace("{id}", "1"), token)
+                script = wrk_script(path, args.rows) if "{id}" in path else None
+                urls = [b + path.replace("{id}", "1") for b in bases]
+                result = run_wrk(urls, token, args.duration, args.connections, pids, script)
+                results.setdefault(name, {})[which_app] = result
+                print_row(f"{which_app:6} {name}", result)
+            if which_app == "ours" and replicas * workers == 1:
+                for name, path in EXTRA:
+                    path = path.replace("{cursor}", deep_cursor)
+                    check_bodies(bases, path, token)
+                    result = run_wrk(
+                        [b + path for b in bases], token, args.duration, args.connections, pids
+                    )
+                    print_row(f"ours   {name}", result)
+            if which_app == "ours" and replicas * workers > 1:
+                answered, throttled = shared_login_limit(bases, args.login_limit, database_url)
+                verdict = "one shared limit" if answered == args.login_limit else "NOT SHARED"
+                print(
+                    f"  login limit {args.login_limit} over {replicas} replica(s) x {workers}"
+                    f" worker(s): {answered} answered, then {throttled} x 429 -> {verdict}"
+                )
+    return [
+        (
+            name,
+            results[name]["ours"]["cpu_ms"],
+            results[name]["anchor"]["cpu_ms"],
+            target,
+            results[name]["ours"]["p99"],
+            results[name]["anchor"]["p99"],
+        )
+        for name, _, target in ROUTES
+    ]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--duration", type=int, default=10, help="seconds per scenario")
+    parser.add_argument("--duration", type=int, default=8, help="seconds per scenario")
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--layouts", default="1x1,1x2,2x1", help="replicas x workers, comma-separated"
+    )
+    parser.add_argument("--login-limit", type=int, default=10, help="the API's default")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install wrk")
+    layouts = [tuple(int(n) for n in layout.split("x")) for layout in args.layouts.split(",")]
 
     with ExitStack() as stack:
         t0 = time.perf_counter()
@@ -320,9 +535,7 @@ def main() -> int:
         endpoint, key, secret = start_minio(stack)
         user_id, deep_cursor = fill(database_url, args.rows)
         print(f"setup: {args.rows} videos in {time.perf_counter() - t0:.1f} s")
-
-        base, secret_key, api = start_api(stack, database_url, endpoint, key, secret)
-
+        secret_key = secrets.token_urlsafe(48)
         token, _ = security.create_token(
             secret_key,
             user_id=user_id,
@@ -330,41 +543,31 @@ def main() -> int:
             now=datetime.now(UTC),
             lifetime=timedelta(hours=2),
         )
-        some_id = args.rows // 2
-        scenarios = [
-            ("list, first page (/content/?limit=50)", f"{base}/content/?limit=50"),
-            (
-                "list, page at 90% depth (/videos/?cursor=…)",
-                f"{base}/videos/?limit=50&cursor={deep_cursor}",
-            ),
-            (
-                "list, category filter (/videos/?category=…)",
-                f"{base}/videos/?limit=50&category=music",
-            ),
-            (
-                "playback URL (/content/video-url/<id>/?quality=720p)",
-                f"{base}/content/video-url/{some_id}/?quality=720p",
-            ),
-        ]
-        headers = {"Authorization": f"Bearer {token}"}
-        for _, url in scenarios:  # correctness before speed
-            r = httpx.get(url, headers=headers)
-            r.raise_for_status()
-            body = r.json()
-            items = body if isinstance(body, list) else body.get("results", body)
-            assert ("url" in body) or len(items) == 50, url
         print(
-            f"load: wrk, 1 thread, {args.connections} connections, {args.duration} s each; "
-            "API: uvicorn, 1 worker; all on 127.0.0.1 (2 cores shared)"
+            f"load: wrk, {args.connections} connections in all, {args.duration} s each; "
+            "uvicorn (same settings for both); all on 127.0.0.1"
+            f" ({os.cpu_count()} cores shared, load average {os.getloadavg()[0]:.1f})"
         )
-        print(f"machine load average before: {os.getloadavg()[0]:.1f} (2 cores)")
-        print(f"{'scenario':55} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'API CPU ms/req':>15}")
-        for name, url in scenarios:
-            result = run_wrk(url, token, args.duration, args.connections, api.pid)
-            flag = f"  ({int(result['non2xx'])} non-2xx!)" if result["non2xx"] else ""
+        summary = []
+        for replicas, workers in layouts:
+            print(f"\n{replicas} replica(s) x {workers} worker(s), one database")
             print(
-                f"{name:55} {result['rps']:7.0f} {result['p50']:8.2f} {result['p99']:8.2f}"
-                f" {result['cpu_ms']:15.2f}{flag}"
+                f"  {'app    scenario':62} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8}"
+                f" {'CPU ms/req':>9}"
+            )
+            services = (database_url, endpoint, key, secret)
+            for row in run_layout(
+                args, services, replicas, workers, token, secret_key, deep_cursor
+            ):
+                summary.append((f"{replicas}x{workers}", *row))
+        print(f"\n{'layout':7} {'route':55} {'ours/anchor CPU':>16} {'target':>7}"
+              f" {'p99 ours':>9} {'p99 anchor':>11}")
+        for layout, name, ours, anchor, target, p99_ours, p99_anchor in summary:
+            ratio = ours / anchor
+            verdict = "ok" if ratio <= target else f"MISSED by {ratio / target - 1:.0%}"
+            print(
+                f"{layout:7} {name:55} {ratio:15.2f}x {target:6.1f}x {p99_ours:8.2f}ms"
+                f" {p99_anchor:9.2f}ms  {verdict}"
             )
     return 0
 
