@@ -21,8 +21,8 @@ ORIGIN = {"Origin": "https://app.videoflix.test"}
 def test_viewers_never_see_a_video_without_a_source_and_staff_do(
     app: FastAPI, client: TestClient
 ) -> None:
-    ready = add_video(app, title="Arrived")
-    uploading = add_video(app, title="Uploading", source_key=None)
+    ready = add_video(app, title="Arrived", category="drama")
+    uploading = add_video(app, title="Uploading", source_key=None, category="horror")
 
     login(client, make_user(app, "viewer@example.com"))
     assert [v["id"] for v in client.get("/videos/").json()["results"]] == [ready]
@@ -30,10 +30,13 @@ def test_viewers_never_see_a_video_without_a_source_and_staff_do(
     assert [v["id"] for v in client.get("/content/", params={"limit": 10}).json()] == [ready]
     assert client.get(f"/videos/{uploading}/").status_code == 404
     assert client.get(f"/videos/{ready}/").status_code == 200
+    # Nor its category: a filter chip for a category with nothing to show.
+    assert client.get("/videos/categories/").json() == {"categories": ["drama"]}
 
     login(client, make_user(app, "staff@example.com", staff=True))
     assert [v["id"] for v in client.get("/videos/").json()["results"]] == [uploading, ready]
     assert client.get(f"/videos/{uploading}/").status_code == 200
+    assert client.get("/videos/categories/").json() == {"categories": ["drama", "horror"]}
 
 
 def test_staff_retry_a_pending_video_only_once_its_hand_over_is_overdue(

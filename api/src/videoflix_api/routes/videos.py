@@ -322,7 +322,7 @@ def list_videos(
 @router.get("/categories/", response_model=Categories)
 def list_categories(user: CurrentUser, session: SessionDep) -> Categories:
     """Every category in use."""
-    return Categories(categories=svc.categories(session))
+    return Categories(categories=svc.categories(session, with_sourceless=user.is_staff))
 
 
 @router.get("/{video_id}/", response_model=VideoDetail)

@@ -130,12 +130,12 @@ def cursor_after(session: Session, filters: VideoFilter, count: int) -> str | No
     return encode_cursor(keys[0].created_at, keys[0].id) if len(keys) == 2 else None
 
 
-def categories(session: Session) -> list[str]:
-    return list(
-        session.scalars(
-            select(Video.category).distinct().where(Video.category != "").order_by(Video.category)
-        )
-    )
+def categories(session: Session, *, with_sourceless: bool) -> list[str]:
+    """Categories in use by the videos the user may list (`VideoFilter.with_sourceless`)."""
+    query = select(Video.category).distinct().where(Video.category != "")
+    if not with_sourceless:
+        query = query.where(Video.source_key.is_not(None))
+    return list(session.scalars(query.order_by(Video.category)))
 
 
 def get_video(session: Session, video_id: int) -> Video | None:
