@@ -81,6 +81,13 @@ class Settings(BaseSettings):
     kubeconfig: str | None = Field(
         default=None, description="Path of a kubeconfig; in-cluster configuration when unset."
     )
+    kubernetes_request_timeout_seconds: float = Field(
+        default=10,
+        gt=0,
+        description="Longest wait for one Kubernetes API call (create, patch, delete of a CR); a "
+        "hung API server then fails the hand-over visibly instead of holding a request or the "
+        "sweeper for ever.",
+    )
     transcode_strategy: Strategy = Field(
         default=Strategy.PER_RENDITION,
         description="spec.strategy of the VideoTranscodes the API creates: PerRendition (one Job "

@@ -74,12 +74,14 @@ class KubernetesDispatcher:
         bucket: str,
         attempts: int = 3,
         strategy: Strategy = Strategy.PER_RENDITION,
+        request_timeout: float = 10,
     ):
         self.api = api
         self.namespace = namespace
         self.bucket = bucket
         self.attempts = attempts
         self.strategy = strategy
+        self.request_timeout = request_timeout
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KubernetesDispatcher:
@@ -97,6 +99,7 @@ class KubernetesDispatcher:
             settings.namespace,
             settings.s3_bucket,
             strategy=settings.transcode_strategy,
+            request_timeout=settings.kubernetes_request_timeout_seconds,
         )
 
     def manifest(self, video: Video) -> dict[str, Any]:
@@ -126,7 +129,9 @@ class KubernetesDispatcher:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            self.api.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
+            self.api.create_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, body, _request_timeout=self.request_timeout
+            )
         except ApiException as exc:
             if exc.status != 409:
                 raise
@@ -140,6 +145,7 @@ class KubernetesDispatcher:
                 body["metadata"]["name"],
                 {"spec": body["spec"]},
                 _content_type="application/merge-patch+json",
+                _request_timeout=self.request_timeout,
             )
 
     def cancel(self, video_id: int) -> None:
@@ -148,7 +154,12 @@ class KubernetesDispatcher:
         def delete() -> None:
             try:
                 self.api.delete_namespaced_custom_object(
-                    GROUP, VERSION, self.namespace, PLURAL, cr_name(video_id)
+                    GROUP,
+                    VERSION,
+                    self.namespace,
+                    PLURAL,
+                    cr_name(video_id),
+                    _request_timeout=self.request_timeout,
                 )
             except ApiException as exc:
                 if exc.status != 404:
