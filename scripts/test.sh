@@ -15,4 +15,4 @@ uv run --frozen python -m videoflix_core.crdgen --check
 scripts/audit.sh  # known vulnerabilities in uv.lock; warns (passes) when offline
 
 echo "== tests" >&2
-uv run --frozen pytest "$@"
+uv run --frozen pytest --durations=25 "$@"
