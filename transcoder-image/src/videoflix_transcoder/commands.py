@@ -1,4 +1,7 @@
-"""The four steps: probe, rendition(s), thumbnail. Each returns the result dict of the contract."""
+"""The steps: probe, rendition(s), thumbnail. Each returns the result dict of the contract.
+
+The chunked steps (chunk, audio, assemble) are in `chunked.py`.
+"""
 
 from __future__ import annotations
 
@@ -92,46 +95,67 @@ def renditions(
     run_ffmpeg(argv, duration_seconds=info.duration_seconds, on_progress=ctx.on_progress)
     encode_seconds = round(time.monotonic() - started, 3)
 
-    playlists = []
-    details = []
-    for out, file in zip(outputs, files, strict=True):
-        try:
-            layout = read_layout(file)
-        except Mp4LayoutError as exc:
-            raise TransientError(f"{out.rung.name}: unexpected MP4 layout: {exc}") from exc
-        playlist = file.with_name("index.m3u8")
-        playlist.write_text(hls_playlist(layout, file.name))
-        playlists.append(playlist)
-        report = run_json(ffprobe_argv(str(file)))
-        peak = max((size * 8 / s for _, size, s in layout.segments if s > 0), default=0.0)
-        details.append((parse_probe(report, file.stat().st_size), codecs_of(report), int(peak)))
-
+    finished = [finish_rendition(out.rung.name, file) for out, file in zip(outputs, files,
+                                                                           strict=True)]
     keys = ctx.storage.publish(
         [(f, f"{o.rung.name}/{f.name}") for o, f in zip(outputs, files, strict=True)]
-        + [(p, f"{o.rung.name}/{p.name}") for o, p in zip(outputs, playlists, strict=True)],
+        + [(p, f"{o.rung.name}/{p.name}") for o, (p, _) in zip(outputs, finished, strict=True)],
         dest_location,
     )
     count = len(outputs)
     return {
         "renditions": [
-            {
-                "name": out.rung.name,
-                # What the file is (probed), not what was asked: a mismatch shows in the status.
-                "width": detail.width,
-                "height": detail.height,
-                "bitrate": int(file.stat().st_size * 8 / max(detail.duration_seconds, 1e-3)),
-                "peakBitrate": peak,
-                "codecs": codecs,
-                "bytes": file.stat().st_size,
-                "durationSeconds": round(detail.duration_seconds, 3),
-                "encodeSeconds": encode_seconds,
-                "file": keys[i],
-                "playlist": keys[count + i],
-            }
-            for i, (out, file, (detail, codecs, peak)) in enumerate(
-                zip(outputs, files, details, strict=True)
-            )
+            rendition_result(out.rung.name, file, detail, encode_seconds, keys[i],
+                             keys[count + i])
+            for i, (out, file, (_, detail)) in enumerate(zip(outputs, files, finished,
+                                                              strict=True))
         ]
+    }
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a finished rung file is (probed), not what was asked: a mismatch shows."""
+
+    probe: ProbeResult
+    codecs: str | None
+    peak_bitrate: int
+
+
+def finish_rendition(name: str, file: Path) -> tuple[Path, Written]:
+    """Write the byte-range playlist beside a rung's file and probe what was written.
+
+    Shared by `renditions` and the chunked `assemble`: both publish the same layout.
+    """
+    try:
+        layout = read_layout(file)
+    except Mp4LayoutError as exc:
+        raise TransientError(f"{name}: unexpected MP4 layout: {exc}") from exc
+    playlist = file.with_name("index.m3u8")
+    playlist.write_text(hls_playlist(layout, file.name))
+    report = run_json(ffprobe_argv(str(file)))
+    peak = max((size * 8 / s for _, size, s in layout.segments if s > 0), default=0.0)
+    return playlist, Written(parse_probe(report, file.stat().st_size), codecs_of(report),
+                             int(peak))
+
+
+def rendition_result(
+    name: str, file: Path, written: Written, encode_seconds: float, file_key: str,
+    playlist_key: str,
+) -> dict[str, Any]:
+    detail = written.probe
+    return {
+        "name": name,
+        "width": detail.width,
+        "height": detail.height,
+        "bitrate": int(file.stat().st_size * 8 / max(detail.duration_seconds, 1e-3)),
+        "peakBitrate": written.peak_bitrate,
+        "codecs": written.codecs,
+        "bytes": file.stat().st_size,
+        "durationSeconds": round(detail.duration_seconds, 3),
+        "encodeSeconds": encode_seconds,
+        "file": file_key,
+        "playlist": playlist_key,
     }
 
 
