@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,20 @@ def test_probe_ladder_and_thumbnail_through_s3(
     upload(minio_server, s3_bucket, sources.sd, source_key)
     source, dest = f"s3://{s3_bucket}/{source_key}", f"s3://{s3_bucket}/videos/5/"
 
-    probe = tx.transcoder("probe", "--source", source, env=env)
+    results = "videos/5/results/0-abcd"
+    probe = tx.transcoder("probe", "--source", source,
+                          "--result-to", f"s3://{s3_bucket}/{results}/probe.json", env=env)
     assert probe.code == 0 and (probe.result["width"], probe.result["height"]) == (854, 480)
 
     run = tx.transcoder("ladder", "--source", source, "--dest", dest,
-                        "--rung", "120p:214x120", "--rung", "360p:640x360", env=env)
+                        "--rung", "120p:214x120", "--rung", "360p:640x360",
+                        "--result-to", f"s3://{s3_bucket}/{results}/ladder.json", env=env)
     assert run.code == 0, run.stderr
+    # The result also lands in storage (what a lost pod's termination message said), in full.
+    for step, reported in (("probe", probe.result), ("ladder", run.result)):
+        body = minio_server.client().get_object(Bucket=s3_bucket, Key=f"{results}/{step}.json")
+        assert json.loads(body["Body"].read()) == reported
+        assert body["ContentType"] == "application/json"
     assert [(r["name"], r["file"], r["playlist"]) for r in run.result["renditions"]] == [
         ("120p", "videos/5/120p/video.mp4", "videos/5/120p/index.m3u8"),
         ("360p", "videos/5/360p/video.mp4", "videos/5/360p/index.m3u8"),
@@ -52,6 +61,8 @@ def test_probe_ladder_and_thumbnail_through_s3(
         "videos/5/thumbnails/poster.jpg": "image/jpeg",
         "videos/5/thumbnails/sprite.jpg": "image/jpeg",
         "videos/5/thumbnails/storyboard.vtt": "text/vtt",
+        f"{results}/probe.json": "application/json",
+        f"{results}/ladder.json": "application/json",
     }
     # What landed in S3 is the complete file: same size, plays, and its playlist fits it.
     rendition = run.result["renditions"][1]
@@ -75,11 +86,15 @@ def test_bad_or_missing_source_leaves_nothing(
     rendition = ["rendition", "--name", "120p", "--width", "214", "--height", "120"]
     for command in (rendition, ["thumbnail"]):
         run = tx.transcoder(command[0], "--source", f"s3://{s3_bucket}/videos/6/source/x.mp4",
-                            "--dest", f"s3://{s3_bucket}/videos/6/", *command[1:], env=env)
+                            "--dest", f"s3://{s3_bucket}/videos/6/", *command[1:],
+                            "--result-to", f"s3://{s3_bucket}/videos/6/results/0-a/x.json",
+                            env=env)
         assert run.code == 2 and "truncated" in run.result["error"]
     run = tx.transcoder("probe", "--source", f"s3://{s3_bucket}/videos/6/source/gone.mp4",
+                        "--result-to", f"s3://{s3_bucket}/videos/6/results/0-a/probe.json",
                         env=env)
     assert run.code == 2 and "source not found" in run.result["error"]
+    # Failures store no result: the Job's own verdict says they failed.
     assert minio_server.keys(s3_bucket) == ["videos/6/source/x.mp4"]
 
 

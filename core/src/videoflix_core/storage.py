@@ -4,6 +4,7 @@ Keys are relative to the bucket:
     videos/<video-id>/source/<original-name>
     videos/<video-id>/<rendition>/video.mp4 and index.m3u8
     videos/<video-id>/thumbnails/poster.jpg, sprite.jpg, storyboard.vtt
+    videos/<video-id>/results/<generation>-<spec-hash>/<step>.json   (each finished step's result)
 """
 
 import re
@@ -64,3 +65,25 @@ def thumbnails_prefix(video_id: int) -> str:
 
 def poster_key(video_id: int) -> str:
     return thumbnails_prefix(video_id) + POSTER_FILE
+
+
+def results_prefix(video_id: int) -> str:
+    return f"{video_prefix(video_id)}results/"
+
+
+def step_result_key(video_id: int, generation: int, spec_hash: str, step: str) -> str:
+    """Where a step stores its result JSON once its outputs are published (the transcoder's
+    `--result-to`), so the result outlives the Job's pod: one object per video, generation, spec
+    and step (`probe`, `thumbnail`, `ladder`, `rendition/<name>` becomes `rendition-<name>.json`).
+
+    The spec hash keeps a result of another ladder or source of the same generation (a hand-edited
+    CR) from ever being taken for this one's.
+    """
+    if generation < 0:
+        raise ValueError(f"generations are not negative, got {generation}")
+    if not spec_hash or not re.fullmatch(r"[A-Za-z0-9]+", spec_hash):
+        raise ValueError(f"bad spec hash {spec_hash!r}")
+    name = step.replace("/", "-")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", name):
+        raise ValueError(f"bad step name {step!r}")
+    return f"{results_prefix(video_id)}{generation}-{spec_hash}/{name}.json"

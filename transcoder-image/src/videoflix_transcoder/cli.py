@@ -16,7 +16,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
-from videoflix_transcoder import commands, plan
+from videoflix_transcoder import chunked, commands, plan
 from videoflix_transcoder.errors import (
     EXIT_BAD_INPUT,
     EXIT_OK,
@@ -27,7 +27,7 @@ from videoflix_transcoder.errors import (
     TransientError,
 )
 from videoflix_transcoder.runner import Progress
-from videoflix_transcoder.storage import Storage
+from videoflix_transcoder.storage import Storage, parse_uri
 
 log = logging.getLogger("videoflix_transcoder")
 
@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p: argparse.ArgumentParser, dest: bool = True) -> None:
         p.add_argument("--source", required=True, help="s3://bucket/key or a local path")
+        p.add_argument(
+            "--result-to",
+            help="also store the result JSON here (s3://bucket/key or a local path), last",
+        )
         if dest:
             p.add_argument("--dest", required=True, help="output prefix: s3://bucket/videos/42/")
 
@@ -90,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     encoding(ladder)
     ladder.add_argument("--rung", required=True, action="append", type=_rung, dest="rungs")
     common(sub.add_parser("thumbnail", help="poster, storyboard sprite and WebVTT index"))
+    chunked.add_parsers(sub, _rung, _name)  # chunk, audio, assemble
     return parser
 
 
@@ -146,6 +151,19 @@ def run(args: argparse.Namespace, env: Mapping[str, str], scratch: Path) -> dict
         threads=plan.threads_from_cpu_limit(env.get("VIDEOFLIX_CPU_LIMIT")),
         on_progress=emit_progress,
     )
+    result = _step(ctx, args)
+    if args.result_to:
+        # After the outputs: a stored result proves them complete, and it outlives the pod whose
+        # termination message carries the same JSON. Failing to store it fails the attempt.
+        ctx.storage.put_result(
+            json.dumps(result, separators=(",", ":")), parse_uri(args.result_to), scratch
+        )
+    return result
+
+
+def _step(ctx: commands.Context, args: argparse.Namespace) -> dict[str, Any]:
+    if args.command in chunked.COMMANDS:
+        return chunked.run(ctx, args)
     if args.command == "probe":
         return commands.probe(ctx, args.source)
     if args.command == "thumbnail":

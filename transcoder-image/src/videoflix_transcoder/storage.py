@@ -27,6 +27,7 @@ CONTENT_TYPES = {
     ".mp4": "video/mp4",
     ".jpg": "image/jpeg",
     ".vtt": "text/vtt",
+    ".json": "application/json",
 }
 
 
@@ -135,6 +136,18 @@ class Storage:
             self.remove(done)
             raise
         return [loc.key for loc in done]
+
+    def put_result(self, text: str, target: Location, scratch: Path) -> None:
+        """Store the step's result JSON at `target` (a whole object, so it is there or not).
+
+        Called after the outputs are published: a stored result means they are complete.
+        """
+        path = scratch / "result.json"
+        path.write_text(text)
+        if target.bucket is None:
+            _place_local(path, Path(target.key))
+        else:
+            self._upload(path, target)
 
     def _upload(self, path: Path, target: Location) -> None:
         from boto3.exceptions import Boto3Error
