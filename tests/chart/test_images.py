@@ -44,7 +44,8 @@ def instructions(dockerfile: Path) -> list[tuple[str, str]]:
 def test_dockerfile_is_multistage_non_root_and_exec_form(dockerfile: str) -> None:
     steps = instructions(REPO / dockerfile)
     froms = [args for word, args in steps if word == "FROM"]
-    assert len(froms) == 2 and froms[0].endswith("AS build")
+    # uv's stage (COPY --from cannot expand a build argument), the build stage, the runtime.
+    assert len(froms) == 3 and froms[0].endswith("AS uv") and froms[1].endswith("AS build")
     args = {a.split("=", 1)[0]: a.split("=", 1)[1] for w, a in steps if w == "ARG" and "=" in a}
     assert "slim" in args["PYTHON_IMAGE"]
     assert [a for w, a in steps if w == "USER"] == ["10001:10001"]
@@ -61,7 +62,7 @@ def test_build_stage_installs_from_the_lock(dockerfile: str, tmp_path: Path) -> 
         pytest.skip("uv is not installed")
     package, module, entrypoint, absent = IMAGES[dockerfile]
     steps = instructions(REPO / dockerfile)
-    build = steps[: [i for i, (w, _) in enumerate(steps) if w == "FROM"][1]]
+    build = steps[: [i for i, (w, _) in enumerate(steps) if w == "FROM"][-1]]
     context = tmp_path / "src"
     venv = tmp_path / "venv"
     env = {
