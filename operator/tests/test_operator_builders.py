@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
+from videoflix_core import storage
 from videoflix_core.ladder import DEFAULT_LADDER, Rung, plan_ladder
-from videoflix_core.status import LADDER, PROBE, THUMBNAIL, rendition_step
+from videoflix_core.status import LADDER, PROBE, THUMBNAIL, rendition_step, spec_hash
 from videoflix_core.transcode import ProbeResult, VideoTranscodeSpec
 from videoflix_operator.builders import Owner, build_job, job_name, transcoder_args
 from videoflix_operator.config import OperatorSettings
@@ -71,8 +72,18 @@ def test_exactly_63_chars_is_kept_as_is() -> None:
 
 def test_transcoder_cli_follows_the_contract() -> None:
     src, dest = "s3://media/videos/42/source/a.mp4", "s3://media/videos/42/"
-    assert transcoder_args(PROBE, SPEC, []) == ["probe", "--source", src]
-    assert transcoder_args(THUMBNAIL, SPEC, []) == ["thumbnail", "--source", src, "--dest", dest]
+
+    def result(step: str) -> list[str]:
+        # Each step also stores its result under the one key of videoflix_core.storage.
+        key = storage.step_result_key(42, SPEC.transcode_generation, spec_hash(SPEC), step)
+        return ["--result-to", f"s3://media/{key}"]
+
+    assert transcoder_args(PROBE, SPEC, []) == ["probe", "--source", src, *result(PROBE)]
+    assert transcoder_args(THUMBNAIL, SPEC, []) == [
+        "thumbnail", "--source", src, "--dest", dest, *result(THUMBNAIL)
+    ]
+    assert result(rendition_step("720p"))[1].endswith("/results/0-" + spec_hash(SPEC)
+                                                      + "/rendition-720p.json")
     rung = PLANNED[2]
     assert transcoder_args(rendition_step("720p"), SPEC, [rung]) == [
         "rendition",
@@ -80,6 +91,7 @@ def test_transcoder_cli_follows_the_contract() -> None:
         src,
         "--dest",
         dest,
+        *result(rendition_step("720p")),
         "--name",
         "720p",
         "--width",
@@ -99,6 +111,7 @@ def test_transcoder_cli_follows_the_contract() -> None:
         src,
         "--dest",
         dest,
+        *result(LADDER),
         "--rung",
         "120p:214x120",
         "--rung",

@@ -195,6 +195,7 @@ def test_spec_change_supersedes_old_jobs_and_outputs() -> None:
         "videos/42/120p/",
         "videos/42/360p/",
         "videos/42/thumbnails/",
+        "videos/42/results/",
         "videos/42/source/",
     }
     assert a.keep_keys == {"videos/42/source/b.mp4"}
@@ -391,3 +392,53 @@ def test_progress_pods_are_the_running_pods_of_the_current_spec() -> None:
     ]
     assert progress_pods(pods, current) == [("a", "rendition/360p")]
     assert progress_pods(pods, None) == [("a", "rendition/360p"), ("d", "rendition/360p")]
+
+
+def test_a_step_whose_job_is_gone_is_taken_from_its_stored_result() -> None:
+    """The operator was down longer than the Job TTL: the probe's Job and pods are gone, but its
+    stored result plans the renditions instead of a second probe."""
+    s = spec()
+    previous = plan(s, OWNER, Observed(jobs=[], results={}, previous=None), SETTINGS, NOW).status
+    assert previous.probe is not None and previous.probe.phase == StepPhase.PENDING
+    actions = plan(
+        s,
+        OWNER,
+        Observed(jobs=[], results={}, previous=previous, recovered={"probe": PROBE_RESULT}),
+        SETTINGS,
+        NOW,
+    )
+    assert actions.status.probe is not None and actions.status.probe.phase == StepPhase.SUCCEEDED
+    assert actions.status.source is not None and actions.status.source.height == 480
+    assert created_steps(actions) == {"120p", "360p", "thumb"}
+
+
+def test_a_recovered_result_never_overrides_an_existing_job() -> None:
+    s = spec()
+    running = made(s, "probe", status={"active": 1, "startTime": NOW})
+    actions = plan(
+        s,
+        OWNER,
+        Observed(jobs=[running], results={}, previous=None, recovered={"probe": PROBE_RESULT}),
+        SETTINGS,
+        NOW,
+    )
+    assert actions.status.phase == Phase.PROBING and not actions.create
+
+
+def test_a_finished_job_with_a_lost_result_is_rerun_not_failed() -> None:
+    s = spec()
+    done = made(s, "probe", status=COMPLETE)
+    name = done["metadata"]["name"]
+    lost = plan(s, OWNER, Observed(jobs=[done], results={name: None}, previous=None), SETTINGS, NOW)
+    assert lost.status.phase == Phase.FAILED  # what `rerun` is there to prevent
+    actions = plan(
+        s,
+        OWNER,
+        Observed(jobs=[done], results={}, previous=None, rerun=frozenset({name})),
+        SETTINGS,
+        NOW,
+    )
+    assert actions.delete_jobs == [name]
+    assert actions.status.phase == Phase.PENDING and actions.status.message is None
+    assert [j["metadata"]["name"] for j in actions.create] == [name]
+

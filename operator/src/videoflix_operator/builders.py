@@ -15,6 +15,7 @@ from typing import Any
 from videoflix_core import storage
 from videoflix_core.ladder import Rung
 from videoflix_core.status import LADDER, PROBE, RENDITION_PREFIX, THUMBNAIL
+from videoflix_core.status import spec_hash as hash_of_spec
 from videoflix_core.transcode import (
     ANNOTATION_PRIORITY,
     ANNOTATION_SUBMITTED,
@@ -94,13 +95,18 @@ def transcoder_args(step: str, spec: VideoTranscodeSpec, rungs: Sequence[Rung]) 
     """The transcoder CLI for one step (see the transcoder's CLI contract)."""
     source = f"s3://{spec.source.bucket}/{spec.source.key}"
     dest = f"s3://{spec.source.bucket}/{storage.video_prefix(spec.video_id)}"
+    # The result also lands in storage, so it outlives the pod (videoflix_core.results).
+    key = storage.step_result_key(
+        spec.video_id, spec.transcode_generation, hash_of_spec(spec), step
+    )
+    result = ["--result-to", f"s3://{spec.source.bucket}/{key}"]
     kind = step_kind(step)
     if kind == PROBE:
-        return ["probe", "--source", source]
+        return ["probe", "--source", source, *result]
     if kind == THUMBNAIL:
-        return ["thumbnail", "--source", source, "--dest", dest]
+        return ["thumbnail", "--source", source, "--dest", dest, *result]
     if kind == LADDER:
-        args = ["ladder", "--source", source, "--dest", dest]
+        args = ["ladder", "--source", source, "--dest", dest, *result]
         for rung in rungs:
             width, height = rung.planned_size  # the planner's exact size, never re-decided
             args += ["--rung", f"{rung.name}:{width}x{height}"]
@@ -113,6 +119,7 @@ def transcoder_args(step: str, spec: VideoTranscodeSpec, rungs: Sequence[Rung]) 
         source,
         "--dest",
         dest,
+        *result,
         "--name",
         rung.name,
         "--width",

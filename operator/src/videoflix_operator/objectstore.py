@@ -1,4 +1,5 @@
-"""Deleting a video's objects from S3 (cleanup on delete and on supersede)."""
+"""A video's objects in S3: deleting them (cleanup on delete and on supersede) and reading a step's
+stored result."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from videoflix_operator.config import OperatorSettings
 
@@ -70,3 +72,18 @@ class ObjectStore:
         if not prefix.endswith("/") or prefix.count("/") < 2:
             raise ValueError(f"refusing to delete a prefix this broad: {prefix!r}")
         return await asyncio.to_thread(self._delete_prefix, bucket, prefix, keep)
+
+    def _get(self, bucket: str, key: str) -> bytes | None:
+        try:
+            response = self._client.get_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code", "")) in {"404", "NoSuchKey"}:
+                return None
+            raise
+        body: bytes = response["Body"].read()
+        return body
+
+    async def get(self, bucket: str, key: str) -> bytes | None:
+        """A small object's bytes (a step's stored result); None when there is none. Other
+        errors raise: "unknown" must not be read as "absent"."""
+        return await asyncio.to_thread(self._get, bucket, key)

@@ -32,7 +32,7 @@ from videoflix_core.transcode import (
     VideoTranscodeStatus,
 )
 
-from videoflix_operator.builders import Owner, build_job
+from videoflix_operator.builders import Owner, build_job, job_name
 from videoflix_operator.config import OperatorSettings
 
 Obj = Mapping[str, Any]
@@ -137,6 +137,13 @@ def progress_pods(pods: Iterable[Obj], spec_hash: str | None) -> list[tuple[str,
     return chosen
 
 
+def job_verdict(job: Obj) -> Literal["Complete", "Failed"] | None:
+    """The Job controller's verdict on a Job (None while it runs)."""
+    if _condition(job, "Complete") is not None:
+        return "Complete"
+    return "Failed" if _condition(job, "Failed") is not None else None
+
+
 def job_result(job: Obj, pods: Iterable[Obj]) -> dict[str, Any] | None:
     """Parse the result of a finished Job from its pods (None while it runs)."""
     if not is_finished(job):
@@ -150,6 +157,11 @@ class Observed:
     results: Mapping[str, Mapping[str, Any] | None]
     previous: VideoTranscodeStatus | None
     generation: int | None = None
+    # Stored results of steps that have no Job (its TTL removed it): step key → result.
+    recovered: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Finished Jobs whose result is lost (`videoflix_core.results` said re-run): deleted and
+    # started again, never reported as failures.
+    rerun: frozenset[str] = frozenset()
 
 
 def plan(
@@ -169,9 +181,20 @@ def plan(
         if job_labels.get(LABEL_SPEC_HASH) != current or key is None:
             actions.delete_jobs.append(name)  # superseded by a spec change
             continue
+        if name in observed.rerun:
+            actions.delete_jobs.append(name)
+            continue
         steps[key] = observe_job(job, observed.results.get(name))
         if not is_finished(job) and _priority(job) != spec.priority:
             actions.reprioritize.append(name)
+    for key, result in observed.recovered.items():
+        if key not in steps:
+            steps[key] = StepObservation(
+                name=job_name(owner.name, current, key),
+                succeeded=1,
+                finished="Complete",
+                result=result,
+            )
 
     agg = aggregate(
         spec,
@@ -196,6 +219,7 @@ def plan(
         actions.delete_prefixes = [
             *(storage.rendition_prefix(spec.video_id, n) for n in (previous.renditions or {})),
             storage.thumbnails_prefix(spec.video_id),
+            storage.results_prefix(spec.video_id),
             f"{prefix}source/",
         ]
         actions.keep_keys = {spec.source.key}

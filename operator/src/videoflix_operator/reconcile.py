@@ -11,13 +11,21 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 from videoflix_core import storage
+from videoflix_core.results import (
+    Decision,
+    Source,
+    needs_stored,
+    parse_stored,
+    step_recorded,
+    step_result,
+)
 from videoflix_core.status import (
     Outcome,
     live_progress,
@@ -26,7 +34,12 @@ from videoflix_core.status import (
     running_steps,
     spec_hash,
 )
-from videoflix_core.transcode import ANNOTATION_PRIORITY, VideoTranscodeSpec, VideoTranscodeStatus
+from videoflix_core.transcode import (
+    ANNOTATION_PRIORITY,
+    LABEL_SPEC_HASH,
+    VideoTranscodeSpec,
+    VideoTranscodeStatus,
+)
 
 from videoflix_operator import faults, metrics
 from videoflix_operator.builders import CONTAINER, MANAGED_BY, Owner, step_kind
@@ -35,10 +48,12 @@ from videoflix_operator.database import Database, RowView
 from videoflix_operator.k8s import Kube
 from videoflix_operator.objectstore import ObjectStore
 from videoflix_operator.plan import (
+    Actions,
     EventNote,
     Observed,
     is_finished,
     job_result,
+    job_verdict,
     plan,
     progress_pods,
     select_releases,
@@ -112,7 +127,7 @@ class Reconciler:
     _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
     _again: set[tuple[str, str]] = field(default_factory=set)
     _written: OrderedDict[tuple[str, str], Outcome] = field(default_factory=OrderedDict)
-    _results: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    _results: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # found ones only
     # Last percent each running step printed, per CR: (spec hash, step key → percent).
     _live: dict[tuple[str, str], tuple[str | None, dict[str, float]]] = field(default_factory=dict)
     scheduler_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
@@ -199,24 +214,16 @@ class Reconciler:
         )
 
         jobs = await self.kube.jobs_of(namespace, name)
-        results: dict[str, dict[str, Any] | None] = {}
-        read_results = needs_results(previous, spec, jobs)
-        for job in jobs:
-            job_name = job["metadata"]["name"]
-            if not is_finished(job) or not read_results:
-                continue
-            # A finished Job's result never changes: read its pods once per process.
-            if job_name not in self._results:
-                pods = await self.kube.pods_of_job(namespace, job_name)
-                self._results[job_name] = job_result(job, pods)
-            results[job_name] = self._results[job_name]
+        results, rerun = await self._finished_results(namespace, spec, previous, jobs)
         observed = Observed(
             jobs=jobs,
             results=results,
             previous=previous,
             generation=body["metadata"].get("generation"),
+            rerun=frozenset(rerun),
         )
         actions = plan(spec, owner, observed, self.settings, utcnow())
+        actions = await self._recover_before_start(spec, owner, observed, actions)
         # Job events only say which steps finished; the running steps' own percent (read by
         # refresh_progress) moves the bar in between, and it never moves back.
         live_hash, live = self._live.get((namespace, name), (None, {}))
@@ -288,6 +295,93 @@ class Reconciler:
             raise unsynced
         if actions.status.phase.is_final:
             self._prune(namespace, name)
+
+    async def _finished_results(
+        self,
+        namespace: str,
+        spec: VideoTranscodeSpec,
+        previous: VideoTranscodeStatus | None,
+        jobs: list[Obj],
+    ) -> tuple[dict[str, dict[str, Any] | None], set[str]]:
+        """(result per finished Job, Jobs to re-run) by `videoflix_core.results.step_result`:
+        the termination message, else the stored result object, else re-run. Only what was found
+        is cached (a miss is asked again next pass); steps the status already records are not
+        read at all (their pods may be long gone)."""
+        results: dict[str, dict[str, Any] | None] = {}
+        rerun: set[str] = set()
+        if not needs_results(previous, spec, jobs):
+            return results, rerun
+        current = spec_hash(spec)
+        for job in jobs:
+            job_name = job["metadata"]["name"]
+            key = step_key(job)
+            if (
+                not is_finished(job)
+                or key is None
+                or (job["metadata"].get("labels") or {}).get(LABEL_SPEC_HASH) != current
+                or step_recorded(previous, current, key)
+            ):
+                continue
+            if job_name in self._results:  # a finished Job's result never changes
+                results[job_name] = self._results[job_name]
+                continue
+            verdict = job_verdict(job)
+            message = job_result(job, await self.kube.pods_of_job(namespace, job_name))
+            stored = (
+                await self._stored_result(spec, key) if needs_stored(verdict, message) else None
+            )
+            decided = step_result(verdict, message, stored)
+            if decided.decision == Decision.RERUN:
+                log.warning("Re-running Job %s: its result is lost (pods and object)", job_name)
+                rerun.add(job_name)
+                continue
+            if decided.source == Source.STORED:
+                log.info("Read the result of Job %s from storage: its pods are gone", job_name)
+            results[job_name] = dict(decided.result) if decided.result is not None else None
+            if decided.result is not None:
+                self._results[job_name] = results[job_name]
+        return results, rerun
+
+    async def _stored_result(self, spec: VideoTranscodeSpec, step: str) -> dict[str, Any] | None:
+        if self.store is None:
+            return None
+        key = storage.step_result_key(
+            spec.video_id, spec.transcode_generation, spec_hash(spec), step
+        )
+        return parse_stored(await self.store.get(spec.source.bucket, key))
+
+    async def _recover_before_start(
+        self, spec: VideoTranscodeSpec, owner: Owner, observed: Observed, actions: Actions
+    ) -> Actions:
+        """Before a step's Job is (re)created, take its stored result if it has one: its Job
+        finished and was deleted (TTL) before this process recorded it. Plans again with what
+        was found (a recovered probe plans the renditions, whose results are looked up next)."""
+        if self.store is None:
+            return actions
+        looked: set[str] = set()
+        recovered: dict[str, Mapping[str, Any]] = dict(observed.recovered)
+        while True:
+            wanted = [
+                key
+                for key in (step_key(m) for m in actions.create)
+                if key is not None and key not in looked
+            ]
+            found = False
+            for key in wanted:
+                looked.add(key)
+                try:
+                    stored = await self._stored_result(spec, key)
+                except Exception as exc:  # unknown is not absent, but re-running is always safe
+                    log.warning("Could not read the stored result of %s: %s", key, exc)
+                    continue
+                if stored is not None:
+                    log.info("Recovered the result of step %s of %s from storage", key, owner.name)
+                    recovered[key] = stored
+                    found = True
+            if not found:
+                return actions
+            observed = replace(observed, recovered=recovered)
+            actions = plan(spec, owner, observed, self.settings, utcnow())
 
     async def refresh_progress(self, namespace: str, name: str, spec_hash: str | None) -> None:
         """Read the log tail of each running step pod; reconcile when a percent moved.
