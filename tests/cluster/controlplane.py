@@ -162,6 +162,7 @@ class ControlPlane:
     ca_file: str = ""
     timings: dict[str, float] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _apiserver_argv: list[str] = field(default_factory=list, init=False)
     _started_at: float = field(default=0.0, init=False)
 
     def log_path(self, name: str) -> Path:
@@ -222,8 +223,7 @@ class ControlPlane:
             log_file=self.log_path("etcd"),
         )
         self.server = f"https://127.0.0.1:{api_port}"
-        self.processes["kube-apiserver"] = spawn(
-            [
+        self._apiserver_argv = [
                 str(self.binaries / "kube-apiserver"),
                 f"--etcd-servers={etcd_url}",
                 "--bind-address=127.0.0.1",
@@ -250,13 +250,30 @@ class ControlPlane:
                 "--kubelet-preferred-address-types=InternalIP",
                 "--v=1",
                 *self.extra_apiserver_flags,
-            ],
-            log_file=self.log_path("kube-apiserver"),
+        ]
+        self.processes["kube-apiserver"] = spawn(
+            self._apiserver_argv, log_file=self.log_path("kube-apiserver")
         )
         self.kubeconfig = str(self.workdir / "kubeconfig")
         self._write_kubeconfig(Path(self.kubeconfig), pki.ca_cert)
         self._wait_ready(timeout)
         self.timings["apiserver_ready"] = self._since_start()
+
+    def kill_apiserver(self) -> None:
+        """SIGKILL the API server (a crash: no graceful drain); etcd and the controllers stay."""
+        process = self.processes.pop("kube-apiserver", None)
+        if process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+    def start_apiserver(self, timeout: float = 60.0) -> None:
+        """Start the API server again on the same port with the same certificates and etcd."""
+        assert self._apiserver_argv, "the control plane was never started"
+        self.processes["kube-apiserver"] = spawn(
+            self._apiserver_argv, log_file=self.log_path("kube-apiserver")
+        )
+        self._wait_ready(timeout)
 
     def start_controller_manager(self) -> None:
         pki = self.workdir / "pki"
