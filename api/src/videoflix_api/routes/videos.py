@@ -52,7 +52,9 @@ def _asset_url(
     return f"{base}{redirect_path}"
 
 
-def video_public(video: Video, settings: Settings, storage: Storage, base: str) -> VideoPublic:
+def video_public(
+    video: svc.PublicVideo, settings: Settings, storage: Storage, base: str
+) -> VideoPublic:
     converted = video.converted_files or {}
     best = svc.best_rendition(converted)
     return VideoPublic(
@@ -105,7 +107,7 @@ def _page(
     search: str | None,
     favorites_of: int | None = None,
     staff: bool = False,
-) -> tuple[list[Video], str | None]:
+) -> tuple[list[svc.VideoSummary], str | None]:
     size = min(limit or settings.page_size_default, settings.page_size_max)
     try:
         return svc.list_videos(
@@ -270,16 +272,25 @@ def video_url(
     lowest when none is lower), named in `quality` and the `X-Videoflix-Quality` header; without
     `quality`, the best finished one. 404 only when nothing is playable yet.
     """
-    video = require_video(session, video_id)
-    served = svc.playable_quality(video.converted_files or {}, quality)
+    video = require_playback(session, video_id)
+    served = svc.playable_quality(video.converted_files, quality)
     if served is None:
         raise HTTPException(404, "This video is not playable yet.")
     response.headers[QUALITY_HEADER] = served
     return VideoUrl(url=_rendition_url(video, served, settings, storage), quality=served)
 
 
-def _rendition_url(video: Video, quality: str | None, settings: Settings, storage: Storage) -> str:
-    converted = video.converted_files or {}
+def require_playback(session: SessionDep, video_id: int) -> svc.Playback:
+    video = svc.get_playback(session, video_id)
+    if video is None:
+        raise HTTPException(404, "Not found.")
+    return video
+
+
+def _rendition_url(
+    video: svc.Playback, quality: str | None, settings: Settings, storage: Storage
+) -> str:
+    converted = video.converted_files
     name = quality or svc.best_rendition(converted)
     info = converted.get(name) if name else None
     if not info or not info.get("file"):
@@ -458,7 +469,7 @@ def rendition_file(
 ) -> RedirectResponse:
     """Redirect to one quality's progressive MP4 (the best one without `quality`), by a URL that
     stays valid for the whole viewing."""
-    video = require_video(session, video_id)
+    video = require_playback(session, video_id)
     return _redirect(_rendition_url(video, quality, settings, storage), settings)
 
 

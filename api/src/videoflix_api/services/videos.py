@@ -9,9 +9,10 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from functools import lru_cache
+from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Select, delete, func, select, tuple_
+from sqlalchemy import Select, bindparam, delete, func, select, tuple_
 from sqlalchemy.orm import Session
 from videoflix_core import storage as keys
 from videoflix_core.db import Favorite, Video
@@ -48,6 +49,66 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
         raise InvalidCursor("Invalid cursor.") from exc
 
 
+class PublicVideo(Protocol):
+    """What a video's public JSON is made of: an ORM `Video` or a `VideoSummary`."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def description(self) -> str: ...
+    @property
+    def category(self) -> str: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def thumbnail_key(self) -> str | None: ...
+    @property
+    def converted_files(self) -> dict[str, Any]: ...
+    @property
+    def processing_state(self) -> str: ...
+    @property
+    def processing_error(self) -> str | None: ...
+    @property
+    def progress(self) -> int: ...
+    @property
+    def duration_seconds(self) -> float | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class VideoSummary:
+    """The columns of a listed video (`SUMMARY_COLUMNS`, in this order), without an ORM entity:
+    loading 50 entities (identity map, instance state) cost more than the rest of a list page."""
+
+    id: int
+    title: str
+    description: str
+    category: str
+    created_at: datetime
+    thumbnail_key: str | None
+    converted_files: dict[str, Any]
+    processing_state: str
+    processing_error: str | None
+    progress: int
+    duration_seconds: float | None
+
+
+SUMMARY_COLUMNS = (
+    Video.id,
+    Video.title,
+    Video.description,
+    Video.category,
+    Video.created_at,
+    Video.thumbnail_key,
+    Video.converted_files,
+    Video.processing_state,
+    Video.processing_error,
+    Video.progress,
+    Video.duration_seconds,
+)
+
+
 @dataclass(frozen=True)
 class VideoFilter:
     category: str | None = None
@@ -58,37 +119,67 @@ class VideoFilter:
     with_sourceless: bool = False
 
 
-def _filtered(filters: VideoFilter, query: _Query) -> _Query:
-    """`query` restricted to `filters`, newest first (ties broken by id, as the cursor is)."""
-    if not filters.with_sourceless:
-        query = query.where(Video.source_key.is_not(None))
+def filter_params(filters: VideoFilter) -> dict[str, Any]:
+    """The bound values of `filters`, by the names `_filtered` binds; a filter that is off has
+    none, so the keys also say which conditions the query has."""
+    params: dict[str, Any] = {}
     if filters.category is not None:
-        query = query.where(Video.category == filters.category)
+        params["category"] = filters.category
     if filters.state is not None:
-        query = query.where(Video.processing_state == filters.state.value)
+        params["state"] = filters.state.value
     if filters.search:
         escaped = filters.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        query = query.where(Video.title.ilike(f"%{escaped}%", escape="\\"))
+        params["title_pattern"] = f"%{escaped}%"
     if filters.favorites_of is not None:
+        params["favorites_of"] = filters.favorites_of
+    return params
+
+
+def _filtered(conditions: frozenset[str], with_sourceless: bool, query: _Query) -> _Query:
+    """`query` restricted to the `conditions` (keys of `filter_params`, values bound at execution),
+    newest first (ties broken by id, as the cursor is)."""
+    if not with_sourceless:
+        query = query.where(Video.source_key.is_not(None))
+    if "category" in conditions:
+        query = query.where(Video.category == bindparam("category"))
+    if "state" in conditions:
+        query = query.where(Video.processing_state == bindparam("state"))
+    if "title_pattern" in conditions:
+        query = query.where(Video.title.ilike(bindparam("title_pattern"), escape="\\"))
+    if "favorites_of" in conditions:
         query = query.join(Favorite, Favorite.video_id == Video.id).where(
-            Favorite.user_id == filters.favorites_of
+            Favorite.user_id == bindparam("favorites_of")
         )
     return query.order_by(Video.created_at.desc(), Video.id.desc())
 
 
+@lru_cache(maxsize=128)
+def _page_query(conditions: frozenset[str], with_sourceless: bool, after: bool) -> Select[Any]:
+    """The statement of one page for a shape of filters, built once: building and hashing a fresh
+    statement on every request cost more than running it."""
+    query = select(*SUMMARY_COLUMNS)
+    if after:
+        after_key = tuple_(
+            bindparam("after_created_at", type_=Video.created_at.type), bindparam("after_id")
+        )
+        query = query.where(tuple_(Video.created_at, Video.id) < after_key)
+    return _filtered(conditions, with_sourceless, query).limit(bindparam("limit"))
+
+
 def list_videos(
     session: Session, filters: VideoFilter, *, limit: int, cursor: str | None = None
-) -> tuple[list[Video], str | None]:
+) -> tuple[list[VideoSummary], str | None]:
     """One page, newest first, and the cursor of the next page (None on the last one).
 
     Keyset pagination over (created_at, id), backed by the composite indexes, so page 2,000 costs
     what page 1 costs; an OFFSET would scan every skipped row.
     """
-    query = select(Video)
-    if cursor:
-        created_at, video_id = decode_cursor(cursor)
-        query = query.where(tuple_(Video.created_at, Video.id) < tuple_(created_at, video_id))
-    rows = list(session.scalars(_filtered(filters, query).limit(limit + 1)))
+    params = filter_params(filters)
+    query = _page_query(frozenset(params), filters.with_sourceless, cursor is not None)
+    if cursor is not None:
+        params["after_created_at"], params["after_id"] = decode_cursor(cursor)
+    params["limit"] = limit + 1
+    rows = [VideoSummary(*row) for row in session.connection().execute(query, params).all()]
     if len(rows) > limit:
         last = rows[limit - 1]
         return rows[:limit], encode_cursor(last.created_at, last.id)
@@ -101,7 +192,7 @@ def iter_videos(
     *,
     batch: int,
     max_items: int = 0,
-) -> Iterator[Video]:
+) -> Iterator[VideoSummary]:
     """Every matching video newest first (at most `max_items` when > 0), `batch` rows at a time.
 
     For a response streamed while the client reads it: each batch is one keyset page in its own
@@ -125,8 +216,11 @@ def cursor_after(session: Session, filters: VideoFilter, count: int) -> str | No
     """The cursor of the page that follows the first `count` videos, None when there are no more
     (what a capped catalogue names as its next page before it starts streaming)."""
     # Only the keys of the last row and of the one after it (the index alone answers this).
-    query = _filtered(filters, select(Video.created_at, Video.id))
-    keys = session.execute(query.offset(count - 1).limit(2)).all()
+    params = filter_params(filters)
+    query = _filtered(
+        frozenset(params), filters.with_sourceless, select(Video.created_at, Video.id)
+    )
+    keys = session.execute(query.offset(count - 1).limit(2), params).all()
     return encode_cursor(keys[0].created_at, keys[0].id) if len(keys) == 2 else None
 
 
@@ -142,6 +236,23 @@ def get_video(session: Session, video_id: int) -> Video | None:
     if not 0 < video_id < 2**31:
         return None
     return session.get(Video, video_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Playback:
+    """What a playback URL is decided from."""
+
+    converted_files: dict[str, Any]
+    duration_seconds: float | None
+
+
+def get_playback(session: Session, video_id: int) -> Playback | None:
+    """The two columns a playback URL needs, without loading the whole row as an entity."""
+    if not 0 < video_id < 2**31:
+        return None
+    query = select(Video.converted_files, Video.duration_seconds).where(Video.id == video_id)
+    row = session.connection().execute(query).first()
+    return None if row is None else Playback(row[0] or {}, row[1])
 
 
 def visible(video: Video, *, staff: bool) -> bool:
