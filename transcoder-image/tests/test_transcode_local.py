@@ -535,3 +535,28 @@ def _mean_volume(file: Path, channel: str) -> float:
     found = re.search(r"mean_volume: (-?[\d.]+|-inf) dB", proc.stderr)
     assert found is not None, proc.stderr
     return float(found[1])
+
+
+def test_a_step_whose_reader_died_still_finishes_and_stores_its_result(
+    sources: Any, tmp_path: Path
+) -> None:
+    """The embedded server is killed under a running step: its stdout and stderr pipes break.
+    The step is not lost with them: it finishes, exits 0 and stores its result (`--result-to`),
+    where the restarted server finds it."""
+    dest, stored = tmp_path / "dest", tmp_path / "results" / "rendition-120p.json"
+    env = {**os.environ, "VIDEOFLIX_RESULT_FILE": str(tmp_path / "result"),
+           "VIDEOFLIX_CPU_LIMIT": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "videoflix_transcoder", "rendition", "--source", str(sources.sd),
+         "--dest", str(dest), "--name", "120p", "--width", "214", "--height", "120",
+         "--result-to", str(stored)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before the first progress line
+    proc.stderr.close()
+    assert proc.wait(timeout=120) == 0
+    result = json.loads(stored.read_text())
+    assert result == json.loads((tmp_path / "result").read_text())
+    assert [r["file"] for r in result["renditions"]] == [str(dest / "120p" / "video.mp4")]
+    assert (dest / "120p" / "video.mp4").stat().st_size == result["renditions"][0]["bytes"]

@@ -98,9 +98,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _out(text: str) -> None:
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Nobody reads any more (the embedded server was killed under its step). The work goes
+        # on: its result still lands in the result file and in storage, where the restarted
+        # server finds it. Later writes (and the flush at exit) go nowhere instead of failing.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for stream in (sys.stdout, sys.stderr):
+            os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+
+
 def _write(line: Mapping[str, Any]) -> None:
-    sys.stdout.write(json.dumps(line, separators=(",", ":")) + "\n")
-    sys.stdout.flush()
+    _out(json.dumps(line, separators=(",", ":")))
 
 
 def emit_progress(progress: Progress) -> None:
@@ -129,8 +142,7 @@ def emit_result(result: dict[str, Any], env: Mapping[str, str]) -> None:
             Path(target).write_text(text)
         except OSError:
             log.warning("Could not write the result file %s", target, exc_info=True)
-    sys.stdout.write('{"result":' + text + "}\n")
-    sys.stdout.flush()
+    _out('{"result":' + text + "}")
 
 
 def _install_signal_handlers() -> None:

@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from videoflix_core.db import Video
 from videoflix_core.ladder import Rung
 from videoflix_core.outcome import write_outcome
+from videoflix_core.results import Decision, needs_stored, parse_stored, step_result
 from videoflix_core.states import ProcessingState
 from videoflix_core.status import (
     PROBE,
@@ -44,8 +45,9 @@ from videoflix_core.status import (
     aggregate,
     live_progress,
     outcome,
+    spec_hash,
 )
-from videoflix_core.storage import video_prefix
+from videoflix_core.storage import step_result_key, video_prefix
 from videoflix_core.transcode import (
     Phase,
     SourceRef,
@@ -53,7 +55,7 @@ from videoflix_core.transcode import (
     VideoTranscodeStatus,
 )
 
-from videoflix_api.embedded.runner import StepOutcome, run_step
+from videoflix_api.embedded.runner import EXIT_OK, StepOutcome, run_step
 from videoflix_api.embedded.storage import LocalStorage
 
 log = logging.getLogger(__name__)
@@ -107,6 +109,11 @@ def step_args(step: str, spec: VideoTranscodeSpec, rung: Rung | None) -> tuple[s
             *rung.cli_args(),
         ]
     raise ValueError(f"unknown step {step!r}")
+
+
+def result_key(spec: VideoTranscodeSpec, step: str) -> str:
+    """Where the step stores its result (`--result-to`): the operator's key, in local storage."""
+    return step_result_key(spec.video_id, spec.transcode_generation, spec_hash(spec), step)
 
 
 def refined_progress(status: VideoTranscodeStatus, running: Mapping[str, float]) -> int:
@@ -313,13 +320,31 @@ class LocalDispatcher:
                         extra={"video_id": spec.video_id, "phase": agg.status.phase.value},
                     )
                     return
+                recovered = False
                 for step, rungs in agg.to_start.items():
-                    if step not in job.steps:
-                        job.steps[step] = StepObservation(name=step, suspended=True)
-                        rung = rungs[0] if rungs else None
-                        task = asyncio.get_running_loop().create_task(self._step(job, step, rung))
-                        job.tasks.add(task)
-                        task.add_done_callback(job.tasks.discard)
+                    if step in job.steps:
+                        continue
+                    stored = await asyncio.to_thread(self._stored_result, spec, step)
+                    if stored is not None:
+                        # It finished (an orphaned subprocess of a killed server, say) but was
+                        # never recorded: its stored result stands, as the operator's rule says.
+                        log.info(
+                            "Recovered a step's result from storage",
+                            extra={"video_id": spec.video_id, "step": step},
+                        )
+                        job.steps[step] = StepObservation(
+                            name=step, succeeded=1, finished="Complete", result=stored
+                        )
+                        recovered = True
+                        continue
+                    job.steps[step] = StepObservation(name=step, suspended=True)
+                    rung = rungs[0] if rungs else None
+                    task = asyncio.get_running_loop().create_task(self._step(job, step, rung))
+                    job.tasks.add(task)
+                    task.add_done_callback(job.tasks.discard)
+                if recovered:
+                    self._save_state(job)
+                    continue  # aggregate again: a recovered probe plans the renditions
                 await job.changed.wait()
         finally:
             for task in list(job.tasks):
@@ -333,6 +358,7 @@ class LocalDispatcher:
         assert self._slots is not None
         spec = job.spec
         command, args = step_args(step, spec, rung)
+        args = [*args, "--result-to", result_key(spec, step)]
         failures = 0
         last: StepOutcome | None = None
         started_at: str | None = None
@@ -365,17 +391,26 @@ class LocalDispatcher:
                     self.active_steps -= 1
                     job.running.pop(step, None)
                     await asyncio.to_thread(_remove_tree, scratch)
-            if last.succeeded:
-                job.steps[step] = StepObservation(
-                    name=step,
-                    succeeded=1,
-                    failed=failures,
-                    finished="Complete",
-                    started_at=started_at,
-                    finished_at=utc_now(),
-                    result=last.result,
+            if last.exit_code == EXIT_OK:
+                # The operator's rule for a finished step: the reported result, else the stored
+                # one, else run it again (counted: an exit 0 without any result is a fault).
+                stored = (
+                    await asyncio.to_thread(self._stored_result, spec, step)
+                    if needs_stored("Complete", last.result)
+                    else None
                 )
-                break
+                decided = step_result("Complete", last.result, stored)
+                if decided.decision == Decision.USE:
+                    job.steps[step] = StepObservation(
+                        name=step,
+                        succeeded=1,
+                        failed=failures,
+                        finished="Complete",
+                        started_at=started_at,
+                        finished_at=utc_now(),
+                        result=decided.result,
+                    )
+                    break
             failures += 1
             log.warning(
                 "Transcoder step failed",
@@ -489,6 +524,12 @@ class LocalDispatcher:
         # Steps that were running when the server stopped are absent from `steps`, so `aggregate`
         # lists them to start again, as the operator does for a Job that vanished unfinished.
         return steps, status
+
+    def _stored_result(self, spec: VideoTranscodeSpec, step: str) -> dict[str, Any] | None:
+        try:
+            return parse_stored(self.storage.path(result_key(spec, step)).read_bytes())
+        except OSError:
+            return None
 
     def _clear_outputs(self, spec: VideoTranscodeSpec) -> None:
         """Remove derived outputs under the video's prefix; sources are the API's to manage."""

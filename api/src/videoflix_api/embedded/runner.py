@@ -173,8 +173,11 @@ async def run_step(
         else failure_message(exit_code, result, stderr_tail),
     )
     if exit_code == EXIT_OK and result is None:
-        # A "success" without a result is unusable; treat it as transient like a lost pod.
-        outcome = StepOutcome(exit_code=1, result=None, message="transcoder reported no result")
+        # What a pod whose termination message is lost looks like: the caller looks for the
+        # stored result (videoflix_core.results), and runs the step again without one.
+        outcome = StepOutcome(
+            exit_code=EXIT_OK, result=None, message="transcoder reported no result"
+        )
     return outcome
 
 
