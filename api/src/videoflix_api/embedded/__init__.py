@@ -13,6 +13,8 @@ entrypoint and the same pure status functions (`videoflix_core.status.aggregate`
                   VideoTranscode CR; the operator acts  an in-process runner
   one step runs   as a Job pod                          as a subprocess, --workers at once
   its result      the pod's termination message         the {"result": ...} line / result file
+                  else the stored result object (--result-to), else the step runs again: one rule,
+                  videoflix_core.results.step_result (a lost pod or killed server is no failure)
   retries         Job backoffLimit; exit 2 fails        max_attempts; exit 2 fails at once
   progress        steps plus running pods' percent      steps plus running subprocesses' percent
                   (read from their logs), both folded by videoflix_core.status.live_progress
