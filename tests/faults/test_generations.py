@@ -171,7 +171,10 @@ def test_replace_during_transcode_keeps_only_the_last_sources_outputs(
         Bucket=platform.bucket, Prefix=storage.video_prefix(vid)
     )["Contents"]
     dirs = {o["Key"].split("/")[2] for o in listed}
-    assert dirs - {"source", "thumbnails"} == set(row.converted_files), dirs
+    assert dirs - {"source", "thumbnails", "results"} == set(row.converted_files), dirs
+    # The stored step results are the replacement generation's only.
+    results = {o["Key"].split("/")[3].split("-")[0] for o in listed if "/results/" in o["Key"]}
+    assert results == {"2"}, results
     assert [o["Key"] for o in listed if "/source/" in o["Key"]] == [new_key]
     stale = [o["Key"] for o in listed if o["LastModified"] < replaced_at and o["Key"] != new_key]
     assert not stale, stale
