@@ -31,6 +31,7 @@ import heapq
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -39,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from transcode import LADDER, make_phone, quality  # bench/ is the script's folder
+from transcode import LADDER, make_phone  # bench/ is the script's folder
 from videoflix_core.chunks import plan_chunks, starts_arg
 
 SLOTS = (1, 8, 32, 128)
@@ -86,6 +87,35 @@ def run_pool(tasks: list[Task], workers: int, env: dict[str, str], scratch: Path
             sys.exit(f"{task.name} failed:\n{text[-3000:]}")
         task.result = json.loads(text.strip().splitlines()[-1])["result"]
     return time.monotonic() - started
+
+
+def qualities(
+    source: Path, files: list[Path], width: int, height: int
+) -> list[tuple[float, float]]:
+    """SSIM and PSNR of each file against the source scaled to its size: one decode and one
+    scale of the 1080p source for all of them (bench/transcode.py's `quality`, batched)."""
+    n = len(files)
+    parts = [f"[0:v]setpts=PTS-STARTPTS,scale={width}:{height}:flags=bicubic,split={2 * n}"
+             + "".join(f"[r{i}]" for i in range(2 * n))]
+    for i in range(n):
+        parts.append(f"[{i + 1}:v]setpts=PTS-STARTPTS,split[d{2 * i}][d{2 * i + 1}]")
+        parts.append(f"[d{2 * i}][r{2 * i}]ssim[s{i}]")
+        parts.append(f"[d{2 * i + 1}][r{2 * i + 1}]psnr[p{i}]")
+    argv = ["ffmpeg", "-hide_banner", "-nostats", "-i", str(source)]
+    for file in files:
+        argv += ["-i", str(file)]
+    argv += ["-filter_complex", ";".join(parts)]
+    for i in range(n):
+        argv += ["-map", f"[s{i}]", "-f", "null", "-", "-map", f"[p{i}]", "-f", "null", "-"]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=True)
+    # One summary line per filter instance, tagged with its instance name, in graph order.
+    ssim = dict(re.findall(r"\[Parsed_ssim_(\d+) @[^\]]*\] SSIM .*All:([\d.]+)", proc.stderr))
+    psnr = dict(re.findall(r"\[Parsed_psnr_(\d+) @[^\]]*\] PSNR .*average:([\d.inf]+)",
+                           proc.stderr))
+    assert len(ssim) == n and len(psnr) == n, proc.stderr[-2000:]
+    s_vals = [float(v) for _, v in sorted(ssim.items(), key=lambda kv: int(kv[0]))]
+    p_vals = [float(v) for _, v in sorted(psnr.items(), key=lambda kv: int(kv[0]))]
+    return list(zip(s_vals, p_vals, strict=True))
 
 
 def packets(path: Path, stream: str) -> list[float]:
@@ -166,8 +196,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=120)
     parser.add_argument("--lengths", default="10,20,30")
     parser.add_argument("--work", help="keep files here (default: a temp dir)")
+    parser.add_argument("--rungs", default=",".join(name for name, _, _ in LADDER),
+                        help="subset of the ladder (the machine is shared: 1080p is half of it)")
     args = parser.parse_args()
     lengths = [int(x) for x in args.lengths.split(",")]
+    ladder = [rung for rung in LADDER if rung[0] in args.rungs.split(",")]
     env = {**os.environ, "VIDEOFLIX_CPU_LIMIT": "1", "VIDEOFLIX_RESULT_FILE": os.devnull}
     with tempfile.TemporaryDirectory(prefix="chunked-bench-") as tmp:
         work = Path(args.work or tmp)
@@ -178,7 +211,7 @@ def main() -> None:
         print(f"generating a {args.seconds} s 1080p30 phone-like source ...", flush=True)
         if not source.exists():
             make_phone(source, args.seconds)
-        rung_args = [a for name, w, h in LADDER for a in ("--rung", f"{name}:{w}x{h}")]
+        rung_args = [a for name, w, h in ladder for a in ("--rung", f"{name}:{w}x{h}")]
 
         anchor = Task("unchunked", transcoder(
             "ladder", "--source", str(source), "--dest", str(work / "unchunked"), *rung_args))
@@ -192,7 +225,9 @@ def main() -> None:
         sims: list[str] = []
         points: list[tuple[float, float]] = []
         measured: dict[int, dict[str, Any]] = {}
-        ref_quality: dict[str, tuple[float, float]] = {}
+        outputs: dict[int, dict[str, dict[str, Any]]] = {}
+        timings: dict[int, dict[str, Timing]] = {}
+        cpus: dict[int, float] = {}
         for length in lengths:
             plan = plan_chunks(duration, length)
             starts = starts_arg(plan)
@@ -211,7 +246,7 @@ def main() -> None:
                 Task(name, transcoder(
                     "assemble", "--dest", str(dest), "--name", name, "--starts", starts,
                     "--audio-bitrate", str(AUDIO_KBPS[name])))
-                for name, _, _ in LADDER
+                for name, _, _ in ladder
             ]
             assemble_wall = run_pool(assembles, 2, env, logs)
             cpu = sum(t.cpu for t in [audio, *chunk_tasks, *assembles])
@@ -226,21 +261,35 @@ def main() -> None:
                   f"{encode_wall + assemble_wall:.1f} s (assembly {assemble_wall:.1f} s)",
                   flush=True)
             joins = [c.start for c in plan[1:]]
-            for task in assembles:
-                rendition = task.result["renditions"][0]
-                ref = unchunked[task.name]
-                file, ref_file = Path(rendition["file"]), Path(ref["file"])
-                ssim, psnr = quality(file, source, rendition["width"], rendition["height"])
-                if task.name not in ref_quality:
-                    ref_quality[task.name] = quality(ref_file, source, ref["width"],
-                                                     ref["height"])
-                ref_ssim, ref_psnr = ref_quality[task.name]
-                t = timing(file, ref_file, joins)
+            cpus[length] = cpu
+            outputs[length] = {t.name: t.result["renditions"][0] for t in assembles}
+            timings[length] = {
+                name: timing(Path(r["file"]), Path(unchunked[name]["file"]), joins)
+                for name, r in outputs[length].items()
+            }
+            (work / "measured.json").write_text(json.dumps({
+                "anchor": {"cpu": anchor.cpu, "wall": anchor_wall}, "measured": measured,
+                "points": points, "outputs": outputs,
+                "timings": {k: {n: vars(t) for n, t in v.items()} for k, v in timings.items()},
+            }, indent=1))
+
+        # Quality last, one pass per rung over the unchunked and every chunked encode.
+        print("measuring SSIM/PSNR ...", flush=True)
+        for name, _, _ in ladder:
+            ref = unchunked[name]
+            ref_file = Path(ref["file"])
+            files = [ref_file, *(Path(outputs[length][name]["file"]) for length in lengths)]
+            scores = qualities(source, files, ref["width"], ref["height"])
+            (ref_ssim, ref_psnr), rest = scores[0], scores[1:]
+            ref_frames = len(packets(ref_file, "v:0"))
+            rows.append(f"| unchunked | {name} | 1 | 1 | {ref_ssim:.4f} | {ref_psnr:.2f} | "
+                        f"{ref_frames} | - | - | - |")
+            for length, (ssim, psnr) in zip(lengths, rest, strict=True):
+                rendition, t = outputs[length][name], timings[length][name]
                 same_size = (rendition["width"], rendition["height"]) == (ref["width"],
                                                                         ref["height"])
-                ref_frames = len(packets(ref_file, "v:0"))
                 rows.append(
-                    f"| {length} s | {task.name} | {cpu / anchor.cpu:.3f} | "
+                    f"| {length} s | {name} | {cpus[length] / anchor.cpu:.3f} | "
                     f"{rendition['bytes'] / ref['bytes']:.4f} | {ssim:.4f} "
                     f"({ssim - ref_ssim:+.4f}) | {psnr:.2f} ({psnr - ref_psnr:+.2f}) | "
                     f"{t.frames}/{ref_frames}"
@@ -248,11 +297,7 @@ def main() -> None:
                     f"{rendition['durationSeconds'] - ref['durationSeconds']:+.3f}"
                     f"{'' if same_size else ' size differs'} |"
                 )
-                print(rows[-1], flush=True)
-            (work / "measured.json").write_text(json.dumps({
-                "anchor": {"cpu": anchor.cpu, "wall": anchor_wall}, "measured": measured,
-                "points": points, "rows": rows,
-            }, indent=1))
+            print("\n".join(rows[-1 - len(lengths):]), flush=True)
 
         a, b = fit(points)
         print("\n## Chunked vs unchunked (CPU per ladder, 1-CPU pods)\n")
