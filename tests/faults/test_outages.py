@@ -197,6 +197,7 @@ def test_apiserver_killed_mid_run_the_operator_resumes_without_a_restart(
     wait_for(lambda: any(phase(p, n) == "Transcoding" for n in names), "a transcode to run", p)
     assert p.operator.proc is not None
     pid = p.operator.proc.pid
+    p.operator.forbidden_ok = True  # the restarted API server refuses until RBAC is synced
     log_before = len(p.operator.log())
     kube.control_plane.kill_apiserver()
     # Down until the operator has noticed (its watches or calls failed), not a fixed time.

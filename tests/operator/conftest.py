@@ -88,6 +88,9 @@ class OperatorProcess:
     proc: subprocess.Popen[bytes] | None = None
     liveness_port: int = field(default_factory=free_port)
     all_namespaces: bool = False  # the chart's `operator.watchScope: cluster`
+    # An API server that is starting serves requests before its RBAC caches are synced: a test
+    # that restarts it sees 403s that say nothing about the RBAC table.
+    forbidden_ok: bool = False
 
     def start(self) -> None:
         kopf = str(Path(sys.executable).with_name("kopf"))
@@ -398,7 +401,8 @@ def make_platform(
     shutil.rmtree(flaky_dir, ignore_errors=True)
     log = (tmp_path / "operator.log").read_text(errors="replace") if started else ""
     # Every API call of the run was allowed by the RBAC table (kopf logs refusals, e.g. Events).
-    assert " 403" not in log and "Forbidden" not in log, log[-3000:]
+    if not any(op.forbidden_ok for op in started):
+        assert " 403" not in log and "Forbidden" not in log, log[-3000:]
 
 
 @pytest.fixture(scope="session")
