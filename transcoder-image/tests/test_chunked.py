@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import shutil
 import subprocess
 from dataclasses import dataclass
 from fractions import Fraction
@@ -263,3 +264,51 @@ def test_chunk_command_line_seeks_before_the_window_and_trims_exactly_it() -> No
     assert "-an" in last and "expr:gte(t,n_forced*2)" in last
     with pytest.raises(BadInput):
         chunked.window(starts, 3)
+
+
+@pytest.mark.browser
+def test_assembled_rung_plays_across_every_join_in_chromium(
+    encoded: Encoded, tmp_path: Path
+) -> None:
+    """Progressive playback of the joined file: time runs on through each join without a
+    `waiting` stall, and a seek into each chunk lands and shows a picture."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed")
+    page_file = encoded.chunked["180p"].parent / "play.html"
+    page_file.write_text('<video id="v" src="video.mp4" muted preload="auto"></video>')
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.goto(page_file.as_uri())
+            page.wait_for_function("document.getElementById('v').readyState >= 1", timeout=20000)
+            played = page.evaluate("""() => new Promise(done => {
+                const v = document.getElementById('v');
+                const times = [], stalls = [];
+                v.addEventListener('timeupdate', () => times.push(v.currentTime));
+                v.addEventListener('waiting', () => stalls.push(v.currentTime));
+                v.addEventListener('ended', () => done({times, stalls, end: v.currentTime}));
+                v.playbackRate = 4;
+                v.play().catch(e => done({error: String(e)}));
+            })""")
+            seeks = [
+                page.evaluate("""(t) => new Promise(done => {
+                    const v = document.getElementById('v');
+                    v.addEventListener('seeked', () => done([v.currentTime, v.readyState]),
+                                       {once: true});
+                    v.currentTime = t;
+                })""", t)
+                for t in (1.0, 5.0, 9.0)  # one in each chunk
+            ]
+        finally:
+            browser.close()
+    assert "error" not in played, played
+    times = played["times"]
+    assert played["stalls"] == [] or max(played["stalls"]) < 0.5  # at most the start
+    assert times == sorted(times) and played["end"] == pytest.approx(12.0, abs=0.1)
+    for join in JOINS:  # playback passed each join
+        assert any(t < join for t in times) and any(t > join for t in times)
+    for (time, ready), target in zip(seeks, (1.0, 5.0, 9.0), strict=True):
+        assert time == pytest.approx(target, abs=0.05) and ready >= 2
