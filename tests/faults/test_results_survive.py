@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.cluster]
 
 HERE = Path(__file__).resolve().parent
 GATED_IMAGE = "videoflix-gated:test"
-VIDEOS = 4
+VIDEOS = 3
 GATED_STEPS = 2  # 120p and the thumbnail of the 320x180 source (the probe is not gated)
 
 
