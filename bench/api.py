@@ -27,6 +27,7 @@ import random
 import re
 import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -313,6 +314,7 @@ def run_wrk(
         "p50": max(r["p50"] for r in results),
         "p99": max(r["p99"] for r in results),
         "cpu_ms": cpu * 1000 / max(total, 1),
+        "requests": total,
         "non2xx": sum(r["non2xx"] for r in results),
     }
 
@@ -447,6 +449,20 @@ def print_row(name: str, result: dict[str, float]) -> None:
     )
 
 
+def combine(bursts: list[dict[str, float]]) -> dict[str, float]:
+    """Alternating bursts of one app as one result: CPU per request over all of them, req/s and
+    latency percentiles their median (the machine's load drifts between bursts)."""
+    requests = sum(b["requests"] for b in bursts)
+    return {
+        "rps": statistics.median(b["rps"] for b in bursts),
+        "p50": statistics.median(b["p50"] for b in bursts),
+        "p99": statistics.median(b["p99"] for b in bursts),
+        "cpu_ms": sum(b["cpu_ms"] * b["requests"] for b in bursts) / max(requests, 1),
+        "requests": requests,
+        "non2xx": sum(b["non2xx"] for b in bursts),
+    }
+
+
 def run_layout(
     args: argparse.Namespace,
     services: tuple[str, str, str, str],
@@ -456,52 +472,59 @@ def run_layout(
     secret_key: str,
     deep_cursor: str,
 ) -> list[tuple[str, float, float, float, float, float]]:
-    """Ours, then the anchor, in `replicas` x `workers`; returns per route (name, ours CPU, anchor
-    CPU, target, ours p99, anchor p99)."""
+    """Ours and the anchor side by side in `replicas` x `workers`, loaded in alternating bursts
+    (ours, anchor, ours, …) so that both see the same machine; returns per route (name, ours CPU,
+    anchor CPU, target, ours p99, anchor p99)."""
     database_url, endpoint, key, secret = services
     results: dict[str, dict[str, dict[str, float]]] = {}
-    for which_app in ("ours", "anchor"):
-        with ExitStack() as stack:
-            if which_app == "ours":
-                started = [
-                    start_api(
-                        stack, database_url, endpoint, key, secret,
-                        secret_key=secret_key, workers=workers,
-                    )
-                    for _ in range(replicas)
-                ]
-                bases, pids = [b for b, _, _ in started], [p.pid for _, _, p in started]
-            else:
-                anchors = [
-                    start_anchor(
-                        stack, database_url, endpoint, key, secret,
-                        secret_key=secret_key, workers=workers,
-                    )
-                    for _ in range(replicas)
-                ]
-                bases, pids = [b for b, _ in anchors], [p.pid for _, p in anchors]
-            for name, path, _ in ROUTES:
+    with ExitStack() as stack:
+        ours = [
+            start_api(
+                stack, database_url, endpoint, key, secret, secret_key=secret_key, workers=workers
+            )
+            for _ in range(replicas)
+        ]
+        anchors = [
+            start_anchor(
+                stack, database_url, endpoint, key, secret, secret_key=secret_key, workers=workers
+            )
+            for _ in range(replicas)
+        ]
+        apps = {
+            "ours": ([b for b, _, _ in ours], [p.pid for _, _, p in ours]),
+            "anchor": ([b for b, _ in anchors], [p.pid for _, p in anchors]),
+        }
+        burst = max(1, args.duration // args.rounds)
+        for name, path, _ in ROUTES:
+            script = wrk_script(path, args.rows) if "{id}" in path else None
+            bursts: dict[str, list[dict[str, float]]] = {"ours": [], "anchor": []}
+            for bases, _ in apps.values():
                 check_bodies(bases, path.replace("{id}", "1"), token)
-                script = wrk_script(path, args.rows) if "{id}" in path else None
-                urls = [b + path.replace("{id}", "1") for b in bases]
-                result = run_wrk(urls, token, args.duration, args.connections, pids, script)
-                results.setdefault(name, {})[which_app] = result
-                print_row(f"{which_app:6} {name}", result)
-            if which_app == "ours" and replicas * workers == 1:
-                for name, path in EXTRA:
-                    path = path.replace("{cursor}", deep_cursor)
-                    check_bodies(bases, path, token)
-                    result = run_wrk(
-                        [b + path for b in bases], token, args.duration, args.connections, pids
+            for _ in range(args.rounds):
+                for which_app, (bases, pids) in apps.items():
+                    urls = [b + path.replace("{id}", "1") for b in bases]
+                    bursts[which_app].append(
+                        run_wrk(urls, token, burst, args.connections, pids, script)
                     )
-                    print_row(f"ours   {name}", result)
-            if which_app == "ours" and replicas * workers > 1:
-                answered, throttled = shared_login_limit(bases, args.login_limit, database_url)
-                verdict = "one shared limit" if answered == args.login_limit else "NOT SHARED"
-                print(
-                    f"  login limit {args.login_limit} over {replicas} replica(s) x {workers}"
-                    f" worker(s): {answered} answered, then {throttled} x 429 -> {verdict}"
+            for which_app in apps:
+                results.setdefault(name, {})[which_app] = combine(bursts[which_app])
+                print_row(f"{which_app:6} {name}", results[name][which_app])
+        bases, pids = apps["ours"]
+        if replicas * workers == 1:
+            for name, path in EXTRA:
+                path = path.replace("{cursor}", deep_cursor)
+                check_bodies(bases, path, token)
+                result = run_wrk(
+                    [b + path for b in bases], token, args.duration, args.connections, pids
                 )
+                print_row(f"ours   {name}", result)
+        else:
+            answered, throttled = shared_login_limit(bases, args.login_limit, database_url)
+            verdict = "one shared limit" if answered == args.login_limit else "NOT SHARED"
+            print(
+                f"  login limit {args.login_limit} over {replicas} replica(s) x {workers}"
+                f" worker(s): {answered} answered, then {throttled} x 429 -> {verdict}"
+            )
     return [
         (
             name,
@@ -518,7 +541,8 @@ def run_layout(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--duration", type=int, default=8, help="seconds per scenario")
+    parser.add_argument("--duration", type=int, default=9, help="seconds per app and route")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating bursts per route")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument(
         "--layouts", default="1x1,1x2,2x1", help="replicas x workers, comma-separated"

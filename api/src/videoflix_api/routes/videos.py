@@ -4,11 +4,12 @@ thumbnails, progressive files and HLS playlists."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
+from pydantic import TypeAdapter
 from videoflix_core.db import Video
 from videoflix_core.states import ProcessingState
 
@@ -19,7 +20,6 @@ from videoflix_api.schemas import (
     Categories,
     Detail,
     FavoriteToggle,
-    RenditionInfo,
     VideoDetail,
     VideoPage,
     VideoPublic,
@@ -52,35 +52,51 @@ def _asset_url(
     return f"{base}{redirect_path}"
 
 
-def video_public(
+def public_fields(
     video: svc.PublicVideo, settings: Settings, storage: Storage, base: str
-) -> VideoPublic:
+) -> dict[str, Any]:
+    """The fields of a video's `VideoPublic`, not yet validated (a page validates all at once)."""
     converted = video.converted_files or {}
     best = svc.best_rendition(converted)
-    return VideoPublic(
-        id=video.id,
-        title=video.title,
-        description=video.description,
-        category=video.category,
-        created_at=video.created_at,
-        image_file=_asset_url(
+    return {
+        "id": video.id,
+        "title": video.title,
+        "description": video.description,
+        "category": video.category,
+        "created_at": video.created_at,
+        "image_file": _asset_url(
             settings, storage, base, video.thumbnail_key, f"/videos/{video.id}/thumbnail/"
         ),
-        video_file=_asset_url(
+        "video_file": _asset_url(
             settings,
             storage,
             base,
             converted[best].get("file") if best else None,
             f"/videos/{video.id}/file/",
         ),
-        converted_files={
-            name: RenditionInfo.model_validate(info) for name, info in converted.items()
-        },
-        processing_state=ProcessingState(video.processing_state),
-        processing_error=video.processing_error,
-        progress=video.progress,
-        duration_seconds=video.duration_seconds,
-    )
+        # RenditionInfo keeps its own fields of each quality's info (not the storage keys).
+        "converted_files": converted,
+        "processing_state": video.processing_state,
+        "processing_error": video.processing_error,
+        "progress": video.progress,
+        "duration_seconds": video.duration_seconds,
+    }
+
+
+def video_public(
+    video: svc.PublicVideo, settings: Settings, storage: Storage, base: str
+) -> VideoPublic:
+    return VideoPublic.model_validate(public_fields(video, settings, storage, base))
+
+
+# One validation call for a whole page: per item, pydantic's entry cost was most of the work.
+_PAGE = TypeAdapter(list[VideoPublic])
+
+
+def videos_public(
+    videos: Iterable[svc.PublicVideo], settings: Settings, storage: Storage, base: str
+) -> list[VideoPublic]:
+    return _PAGE.validate_python([public_fields(v, settings, storage, base) for v in videos])
 
 
 def video_detail(
@@ -203,7 +219,7 @@ def content_list(
     )
     if next_cursor:
         response.headers.update(next_page_headers(base, next_cursor, filters, limit))
-    return [video_public(v, settings, storage, base) for v in rows]
+    return videos_public(rows, settings, storage, base)
 
 
 def _catalogue(
@@ -326,7 +342,7 @@ def list_videos(
         staff=user.is_staff,
     )
     return VideoPage(
-        results=[video_public(v, settings, storage, base) for v in rows], next_cursor=next_cursor
+        results=videos_public(rows, settings, storage, base), next_cursor=next_cursor
     )
 
 
