@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything the platform and its tests need on a fresh Debian machine; cheap when already done.
 #   Debian packages (PostgreSQL, FFmpeg, Chromium; wrk for benchmarks), uv and the locked Python environment,
-#   and the Go-built servers (MinIO, Helm, the Kubernetes control plane) cached in ~/.cache/videoflix.
+#   and the Go-built servers (MinIO, Helm, the Kubernetes control plane) cached in ~/.cache/videoflix;
+#   podman, runc and mmdebstrap, and the three images built with them (scripts/images.sh, cached).
 # Usage: scripts/bootstrap.sh [--runtime-only]   (--runtime-only: what the embedded demo needs, no test servers)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,9 @@ say() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*" >&2; }
 apt_packages=(ffmpeg)
 if ! $runtime_only; then
   apt_packages+=(postgresql postgresql-client chromium wrk)
+  # The images are built without Docker (scripts/images.sh): podman/buildah with runc (crun refuses
+  # this kind of host's cgroup layout), bases from Debian packages with mmdebstrap.
+  apt_packages+=(podman buildah runc mmdebstrap uidmap)
 fi
 missing=()
 for pkg in "${apt_packages[@]}"; do
@@ -45,5 +49,8 @@ if ! $runtime_only; then
   if [ -x tools/k8s/build.sh ]; then
     tools/k8s/build.sh >/dev/null
   fi
+  # Cached by the hash of each image's inputs: a second run only checks three tags. Not fatal: the
+  # image tests build whatever is missing (and report why it failed).
+  scripts/images.sh >/dev/null || say "building the images failed; tests/images will retry"
 fi
 say "ready"

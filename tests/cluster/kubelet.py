@@ -24,8 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import containers as podman
 from . import podenv
 from .client import KubeApiError, KubeClient
+from .containers import ContainerMode
 from .controlplane import spawn, stop_process
 from .logserver import LogServer
 from .podenv import ContainerConfigError, ImageMapping, ImageNotMapped, PathMap
@@ -162,9 +164,34 @@ class ContainerRun:
 
 
 @dataclass
+class PodmanRun(ContainerRun):
+    """A container run by `podman run` (container mode); `process` is the podman client."""
+
+    mode: ContainerMode | None = None
+    container_name: str = ""
+
+    def start(self) -> None:
+        # A restart reuses the name; a client killed before its container exited left one.
+        self.remove()
+        super().start()
+
+    def remove(self) -> None:
+        if self.mode is not None:
+            self.mode.run("rm", "--force", "--time=0", self.container_name)
+
+    # The runtime's name for the container, as a real kubelet reports containerd://<id>.
+    def terminated(self) -> Obj:
+        return {**super().terminated(), "containerID": f"podman://{self.container_name}"}
+
+    def status(self, *, running: bool) -> Obj:
+        return {**super().status(running=running), "containerID": f"podman://{self.container_name}"}
+
+
+@dataclass
 class PodRuntime:
     pod: Obj
     directory: Path
+    containers: ContainerMode | None = None  # container mode when the pod started
     stop: threading.Event = field(default_factory=threading.Event)
     deleted: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
@@ -207,6 +234,7 @@ class LocalKubelet:
         self._client = client_factory()
         self._watch_client: KubeClient | None = None
         self._fast: FastHandler | None = None
+        self._containers: ContainerMode | None = None
         self._lock = threading.Lock()
         self._seen: dict[str, str] = {}  # uid → what was done: bind, run, terminate
         self._runtimes: dict[str, PodRuntime] = {}
@@ -286,6 +314,17 @@ class LocalKubelet:
             yield self
         finally:
             self._fast = previous
+
+    @contextlib.contextmanager
+    def container_mode(self, mode: ContainerMode) -> Iterator[LocalKubelet]:
+        """`with kube.kubelet.container_mode(ContainerMode(...)):` — pods that start from now on
+        run their containers with podman from their images (tests/cluster/containers.py)."""
+        previous = self._containers
+        self._containers = mode
+        try:
+            yield self
+        finally:
+            self._containers = previous
 
     def add_image(self, mapping: ImageMapping) -> None:
         """Map another image to a local entrypoint (checked before the defaults)."""
@@ -519,7 +558,7 @@ class LocalKubelet:
             return
         key = pod_key(pod)
         directory = self.workdir / "pods" / f"{key.replace('/', '_')}_{pod['metadata']['uid'][:8]}"
-        runtime = PodRuntime(pod=pod, directory=directory)
+        runtime = PodRuntime(pod=pod, directory=directory, containers=self._containers)
         with self._lock:
             self._runtimes[runtime.uid] = runtime
             self._dirs[key] = directory
@@ -642,6 +681,8 @@ class LocalKubelet:
             for run in runtime.runs:
                 if run.process is not None and run.process.poll() is None:
                     stop_process(run.process, grace=1.0)
+                if isinstance(run, PodmanRun):
+                    run.remove()
             if runtime.deleted.is_set():
                 self._cleanup(pod)
 
@@ -675,6 +716,8 @@ class LocalKubelet:
         )
 
     def _prepare(self, runtime: PodRuntime, containers: list[Obj]) -> list[ContainerRun]:
+        if runtime.containers is not None:
+            return self._prepare_podman(runtime, runtime.containers, containers)
         pod = runtime.pod
         namespace = pod["metadata"]["namespace"]
         volumes = self._volumes(runtime)
@@ -735,6 +778,76 @@ class LocalKubelet:
                     cwd=cwd,
                     log_file=runtime.directory / f"{name}.log",
                     message_file=message_file,
+                )
+            )
+        return runs
+
+    def _prepare_podman(
+        self, runtime: PodRuntime, mode: ContainerMode, containers: list[Obj]
+    ) -> list[ContainerRun]:
+        """Container mode: the same env and volumes as process mode, run by podman."""
+        pod = runtime.pod
+        namespace = pod["metadata"]["namespace"]
+        volumes = self._volumes(runtime)
+        for host in volumes.values():
+            host.chmod(0o777)  # a kubelet's emptyDir: writable by any runAsUser
+
+        def lookup(kind: str) -> podenv.Lookup:
+            return lambda name: self._client.get_or_none(
+                f"/api/v1/namespaces/{namespace}/{kind}/{name}"
+            )
+
+        runs: list[ContainerRun] = []
+        for container in containers:
+            name = container["name"]
+            message_file = runtime.directory / f"{name}.termination-log"
+            message_file.write_bytes(b"")
+            message_file.chmod(0o666)  # written by the container's (non-root) user
+            mounts: list[tuple[Path, str, bool]] = [
+                (
+                    message_file,
+                    str(
+                        container.get("terminationMessagePath")
+                        or podenv.DEFAULT_TERMINATION_MESSAGE_PATH
+                    ),
+                    False,
+                )
+            ]
+            for mount in container.get("volumeMounts") or []:
+                source = volumes.get(mount["name"])
+                if source is None:
+                    raise ContainerConfigError(f"volume {mount['name']!r} is not in the pod spec")
+                host = source / mount["subPath"] if mount.get("subPath") else source
+                host.mkdir(parents=True, exist_ok=True)
+                mounts.append((host, str(mount["mountPath"]), bool(mount.get("readOnly"))))
+            env = podenv.resolve_env(
+                pod,
+                container,
+                configmap=lookup("configmaps"),
+                secret=lookup("secrets"),
+                allocatable=self.allocatable,
+            )
+            image = str(container.get("image") or "")
+            container_name = podman.container_name(pod, container)
+            argv = podman.run_argv(
+                mode,
+                pod,
+                container,
+                name=container_name,
+                env=env,
+                mounts=mounts,
+                image_user=mode.image_user(image),
+            )
+            runs.append(
+                PodmanRun(
+                    container=container,
+                    argv=argv,
+                    env=dict(mode.env),
+                    cwd=runtime.directory,
+                    log_file=runtime.directory / f"{name}.log",
+                    message_file=message_file,
+                    mode=mode,
+                    container_name=container_name,
                 )
             )
         return runs

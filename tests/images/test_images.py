@@ -1,0 +1,230 @@
+"""The built images, run as the chart runs them: non-root, read-only root, no capabilities.
+
+Each test drives the real image against the real test servers (MinIO, PostgreSQL, the control
+plane) on loopback, so a missing package, a wrong entrypoint or a write outside the volumes
+fails here and not first in a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, inspect, select
+from sqlalchemy.orm import Session
+from videoflix_core.db.migrate import upgrade
+from videoflix_core.db.models import Video
+
+from tests.cluster.fixtures import Kube
+from tests.fixtures.minio import MinioServer
+from tests.fixtures.procs import free_port, wait_until
+from tests.images.build import images as image_specs
+from tests.images.conftest import (
+    HARDENED,
+    ContainerOperator,
+    Images,
+    env_args,
+    operator_mounts,
+    writable_dir,
+)
+from tests.operator.conftest import Platform, operator_env, operator_kubeconfig
+
+# Run inside each image: who am I, what may I do, can I write the root filesystem?
+SELF_CHECK = """
+import errno, json, os
+caps = {l.split(':')[0]: int(l.split()[1], 16)
+        for l in open('/proc/self/status') if l.startswith('Cap')}
+try:
+    open('/probe', 'w')
+    root = 'writable'
+except OSError as e:
+    root = errno.errorcode[e.errno]
+print(json.dumps({'uid': os.getuid(), 'gid': os.getgid(), 'caps': caps, 'root': root}))
+"""
+
+
+def wait_until_or_log(check: Callable[[], bool], what: str, log: Path, timeout: float = 90) -> None:
+    try:
+        wait_until(check, what, timeout=timeout)
+    except TimeoutError as error:
+        raise AssertionError(f"{error}\n{log.read_text(errors='replace')[-3000:]}") from None
+
+
+def last_json(stdout: str) -> Any:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("name", list(image_specs()))
+def test_image_runs_as_its_non_root_uid_read_only_without_capabilities(
+    images: Images, name: str
+) -> None:
+    config = images.config(name)
+    assert config["User"] == "10001:10001"
+    # No --user: the image's own USER must be the non-root one.
+    result = images.run(*HARDENED, "--entrypoint=python", images.refs[name], "-c", SELF_CHECK)
+    seen = last_json(result.stdout)
+    assert (seen["uid"], seen["gid"]) == (10001, 10001)
+    assert seen["caps"]["CapEff"] == 0 and seen["caps"]["CapPrm"] == 0
+    assert seen["caps"]["CapBnd"] == 0
+    assert seen["root"] == "EROFS"
+
+
+def test_transcoder_image_probes_encodes_into_scratch_and_publishes(
+    images: Images, minio_server: MinioServer, s3_bucket: str, tmp_path: Path, scratch: Path
+) -> None:
+    source = tmp_path / "source.mp4"
+    subprocess.run(
+        ["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+         "testsrc2=size=320x180:rate=10:duration=1", "-f", "lavfi", "-i",
+         "sine=frequency=440:duration=1", "-c:v", "libx264", "-preset", "ultrafast",
+         "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(source)],
+        check=True,
+    )
+    key = "videos/7/source/source.mp4"
+    minio_server.client().upload_file(str(source), s3_bucket, key)
+    # The termination log as the kubelet mounts it: a host file at /dev/termination-log.
+    termination = tmp_path / "termination-log"
+    termination.write_text("")
+    termination.chmod(0o666)
+    pod = [
+        *HARDENED,
+        f"--volume={scratch}:/scratch",
+        f"--volume={termination}:/dev/termination-log",
+        *env_args(minio_server.env()),
+        images.refs["transcoder"],
+    ]
+    probe = last_json(images.run(*pod, "probe", "--source", f"s3://{s3_bucket}/{key}").stdout)
+    assert probe["result"]["width"] == 320 and probe["result"]["height"] == 180
+    # The termination log carries the result itself, as the operator reads it from the pod.
+    assert json.loads(termination.read_text()) == probe["result"]
+
+    rendition = images.run(
+        *pod, "rendition", "--source", f"s3://{s3_bucket}/{key}",
+        "--dest", f"s3://{s3_bucket}/videos/7/", "--name", "120p", "--width", "214",
+        "--height", "120", "--preset", "ultrafast",
+    )
+    [made] = last_json(rendition.stdout)["result"]["renditions"]
+    assert (made["width"], made["height"]) == (214, 120)
+    assert json.loads(termination.read_text())["renditions"][0]["file"] == made["file"]
+    keys = set(minio_server.keys(s3_bucket, "videos/7/120p/"))
+    assert keys == {"videos/7/120p/video.mp4", "videos/7/120p/index.m3u8"}
+    body = minio_server.client().get_object(Bucket=s3_bucket, Key=made["file"])["Body"].read()
+    assert body[4:8] == b"ftyp" and len(body) == made["bytes"]
+    # FFmpeg worked in the scratch volume and the step left nothing behind there.
+    assert list(scratch.iterdir()) == []
+
+
+def test_api_image_migrates_the_database_and_answers_ready(
+    images: Images, database_url: str, minio_server: MinioServer, s3_bucket: str, tmp_path: Path
+) -> None:
+    env = {
+        "VIDEOFLIX_DATABASE_URL": database_url,
+        "VIDEOFLIX_SECRET_KEY": "image-test-" + "k" * 40,
+        "VIDEOFLIX_PUBLIC_BASE_URL": "https://api.videoflix.test",
+        **minio_server.env(s3_bucket),
+    }
+    common = [*HARDENED, "--tmpfs=/tmp:rw,size=16m", *env_args(env), images.refs["api"]]
+    # The chart's migration hook Job: `python -m videoflix_core.db.migrate`.
+    images.run(*common, "python", "-m", "videoflix_core.db.migrate")
+    engine = create_engine(database_url)
+    try:
+        assert {"alembic_version", "videos"} <= set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+    port = free_port()
+    # The image's own CMD, on a free port (host network is shared with other test sessions).
+    command = [str(c) for c in images.config("api")["Cmd"]]
+    command[command.index("--port") + 1] = str(port)
+    command[command.index("--host") + 1] = "127.0.0.1"
+    name = f"videoflix-api-{port}"
+    log = (tmp_path / "api.log").open("wb")
+    proc = subprocess.Popen(
+        images.podman.argv("run", "--rm", f"--name={name}", *common, *command),
+        env=images.podman.env(), stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError((tmp_path / "api.log").read_text()[-3000:])
+            return httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200
+
+        wait_until_or_log(ready, "the API container's /ready", tmp_path / "api.log")
+        body = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=5).json()
+        assert body == {"status": "ok", "checks": {"database": "ok", "storage": "ok"}}
+    finally:
+        images.podman.run("stop", "--time=5", name, check=False)
+        proc.wait(30)
+        log.close()
+
+
+def test_operator_image_reconciles_one_videotranscode(
+    images: Images,
+    kube: Kube,
+    kube_namespace: str,
+    minio_server: MinioServer,
+    s3_bucket: str,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    ns = kube_namespace
+    kube.client.create(
+        f"/api/v1/namespaces/{ns}/serviceaccounts",
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": "videoflix-transcoder"},
+            "automountServiceAccountToken": False,
+        },
+    )
+    kube.client.create(
+        f"/api/v1/namespaces/{ns}/secrets",
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "videoflix-s3"},
+            "stringData": minio_server.env(),
+        },
+    )
+    kubeconfig = operator_kubeconfig(kube, ns, writable_dir(tmp_path / "kube"))
+    upgrade(database_url)
+    env = operator_env(kube, ns, minio_server, database_url)
+    env["KUBECONFIG"] = kubeconfig
+    operator = ContainerOperator(
+        env=env,
+        namespace=ns,
+        log_path=tmp_path / "operator.log",
+        images=images,
+        mounts=operator_mounts(kubeconfig, kube.ca_file, tmp_path / "readable"),
+    )
+    engine = create_engine(database_url)
+    source = tmp_path / "tiny.mp4"
+    subprocess.run(
+        ["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+         "testsrc2=size=320x180:rate=10:duration=1", "-c:v", "libx264", "-preset", "ultrafast",
+         "-pix_fmt", "yuv420p", str(source)],
+        check=True,
+    )
+    operator.start()
+    try:
+        platform = Platform(kube, ns, s3_bucket, minio_server, engine, operator)
+        started = time.monotonic()
+        video_id, name = platform.transcode(source)
+        # The Job pods run through the local kubelet (process mode): this test is about the
+        # operator's image, the transcoder's has its own test above.
+        platform.wait_phase(name, "Succeeded", timeout=150)
+        with Session(engine) as s:
+            video = s.scalars(select(Video).where(Video.id == video_id)).one()
+            assert video.progress == 100, time.monotonic() - started
+            assert video.converted_files is not None and "120p" in video.converted_files
+        assert platform.jobs(name), "the operator created no Job"
+        assert "Forbidden" not in operator.log()
+    finally:
+        operator.stop()
+        engine.dispose()
