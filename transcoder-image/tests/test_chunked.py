@@ -84,10 +84,18 @@ def encoded(tmp_path_factory: pytest.TempPathFactory, tx: Any) -> Encoded:
     )
 
 
+_PACKETS: dict[tuple[Path, str, str], list[tuple[str, ...]]] = {}
+
+
 def _packets(tx: Any, path: Path, stream: str, fields: str) -> list[tuple[str, ...]]:
-    report = tx.ffprobe(path, "-select_streams", stream, "-show_entries", f"packet={fields}")
-    keys = fields.split(",")
-    return [tuple(str(p.get(k)) for k in keys) for p in report["packets"]]
+    """ffprobe's packets of one stream, once per file (the files do not change)."""
+    key = (path, stream, fields)
+    if key not in _PACKETS:
+        report = tx.ffprobe(path, "-select_streams", stream, "-show_entries",
+                            f"packet={fields}")
+        _PACKETS[key] = [tuple(str(p.get(k)) for k in fields.split(",")) for p in
+                         report["packets"]]
+    return _PACKETS[key]
 
 
 def test_each_chunk_encodes_exactly_its_frames_video_only(encoded: Encoded, tx: Any) -> None:
@@ -220,19 +228,29 @@ def test_bad_chunk_requests_exit_2_and_a_missing_chunk_exits_1(
     encoded: Encoded, tx: Any, tmp_path: Path
 ) -> None:
     base = ["--source", str(encoded.source), "--dest", str(tmp_path), "--rung", "120p:214x120"]
-    for starts, index, reason in (
-        ("0,3", "0", "keyframe grid"), ("0,4,8", "3", "outside"), ("4,8", "0", "start at 0"),
-        ("0,4,40", "2", "after the source ends"),
-    ):
-        run = tx.transcoder("chunk", *base, "--starts", starts, "--index", index)
-        assert run.code == 2, run.result
-        assert reason in run.result["error"]
-    run = tx.transcoder("chunk", *base, "--starts", "0,4", env={"JOB_COMPLETION_INDEX": ""})
-    assert run.code == 2 and "JOB_COMPLETION_INDEX" in run.result["error"]
+    run = tx.transcoder("chunk", *base, "--starts", "0,3", "--index", "0")
+    assert run.code == 2 and "keyframe grid" in run.result["error"]
+    run = tx.transcoder("chunk", *base, "--starts", "0,4,40", "--index", "2")
+    assert run.code == 2 and "after the source ends" in run.result["error"]
     run = tx.transcoder("assemble", "--dest", str(tmp_path), "--name", "120p",
                         "--starts", STARTS)
     assert run.code == 1 and "missing chunk output chunks/120p/00000.mp4" in run.result["error"]
     assert not (tmp_path / "120p").exists()
+
+
+def test_starts_and_index_are_checked_before_any_work() -> None:
+    for text, reason in (("0,3", "keyframe grid"), ("4,8", "start at 0"), ("0,8,4", "increase"),
+                         ("0,x", "expected seconds")):
+        with pytest.raises(BadInput, match=reason):
+            chunked.parse_starts(text)
+    starts = chunked.parse_starts("0,4,8")
+    assert chunked.window(starts, 2) == chunked.Window(2, Fraction(8), None)
+    with pytest.raises(BadInput, match="outside"):
+        chunked.window(starts, 3)
+    assert chunked.chunk_index(None, {"JOB_COMPLETION_INDEX": "2"}) == 2
+    assert chunked.chunk_index(1, {"JOB_COMPLETION_INDEX": "2"}) == 1  # --index wins
+    with pytest.raises(BadInput, match="JOB_COMPLETION_INDEX"):
+        chunked.chunk_index(None, {"JOB_COMPLETION_INDEX": ""})
 
 
 def _probe(**overrides: object) -> ProbeResult:
@@ -312,3 +330,35 @@ def test_assembled_rung_plays_across_every_join_in_chromium(
         assert any(t < join for t in times) and any(t > join for t in times)
     for (time, ready), target in zip(seeks, (1.0, 5.0, 9.0), strict=True):
         assert time == pytest.approx(target, abs=0.05) and ready >= 2
+
+
+def test_chunk_and_assembly_through_s3(
+    encoded: Encoded, minio_server: Any, s3_bucket: str, tx: Any, tmp_path: Path
+) -> None:
+    """Intermediates are objects under the video's prefix: an index publishes its chunk there,
+    assembly reads every chunk and the audio back (the others uploaded from the local run)."""
+    env = minio_server.env(s3_bucket)
+    client = minio_server.client()
+    client.upload_file(str(encoded.source), s3_bucket, "videos/7/source/clip.mp4")
+    local = encoded.chunked["120p"].parent.parent
+    for key in ("chunks/120p/00000.mp4", "chunks/120p/00002.mp4", "chunks/audio/64k.mp4"):
+        client.upload_file(str(local / key), s3_bucket, f"videos/7/{key}")
+    dest = ["--dest", f"s3://{s3_bucket}/videos/7"]
+    run = tx.transcoder("chunk", "--source", f"s3://{s3_bucket}/videos/7/source/clip.mp4",
+                        *dest, "--starts", STARTS, "--rung", "120p:214x120",
+                        env={**env, "JOB_COMPLETION_INDEX": "1"})
+    assert run.code == 0, run.stderr
+    assert run.result["chunk"]["rungs"][0]["file"] == "videos/7/chunks/120p/00001.mp4"
+    run = tx.transcoder("assemble", *dest, "--name", "120p", "--starts", STARTS,
+                        "--audio-bitrate", "64", "--result-to",
+                        f"s3://{s3_bucket}/videos/7/results/assemble-120p.json", env=env)
+    assert run.code == 0, run.stderr
+    assert (run.result["renditions"][0]["file"], run.result["renditions"][0]["playlist"]) == (
+        "videos/7/120p/video.mp4", "videos/7/120p/index.m3u8"
+    )
+    assert "videos/7/results/assemble-120p.json" in set(minio_server.keys(s3_bucket))
+    head = client.head_object(Bucket=s3_bucket, Key="videos/7/120p/video.mp4")
+    assert head["ContentType"] == "video/mp4"
+    joined = tmp_path / "video.mp4"
+    client.download_file(s3_bucket, "videos/7/120p/video.mp4", str(joined))
+    assert joined.read_bytes() == encoded.chunked["120p"].read_bytes()
