@@ -98,7 +98,7 @@ def test_fresh_cr_creates_only_the_probe() -> None:
     assert created_steps(a) == {"probe"}
     assert a.status.phase == Phase.PENDING
     assert a.delete_jobs == [] and a.delete_prefixes == []
-    assert [e.reason for e in a.events] == ["CreatedJob"]
+    assert a.events == []  # no Event per created Job: only phase changes are posted
 
 
 def test_running_probe_creates_nothing() -> None:
@@ -329,6 +329,10 @@ def test_every_phase_change_failure_and_retry_is_one_event() -> None:
     assert (note.type, note.reason) == ("Warning", "StepRetried")
     assert note.message == "Step 360p failed transiently; attempt 2 started"
     assert reasons(retried, retried) == []  # said once, not on every pass
+    ready = retried.model_copy(
+        update={"renditions": {"360p": RenditionStatus(phase=StepPhase.SUCCEEDED, attempts=2)}}
+    )
+    assert reasons(retried, ready) == []  # a ready rendition is no phase change: no Event
     thumb_failed = retried.model_copy(
         update={"thumbnail": ThumbnailStatus(phase=StepPhase.FAILED, attempts=1, message="exit 2")}
     )

@@ -1,7 +1,9 @@
 """The only module that talks to the Kubernetes API server (besides kopf's own watches).
 
 The official client is synchronous; calls run in worker threads so the kopf event loop stays free.
-Objects are returned as plain camelCase dicts exactly as the API server sends them.
+Objects are returned as plain camelCase dicts exactly as the API server sends them. Managed Jobs
+are read from `jobs`, the watch-fed cache, never listed per reconcile: every Job write here
+records the API server's answer in it.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import asyncio
 import json
 import logging
 import os
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from kubernetes import client, config
@@ -17,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from videoflix_core.transcode import GROUP, LABEL_TRANSCODE, PLURAL, VERSION
 
 from videoflix_operator.builders import MANAGED_BY
+from videoflix_operator.jobcache import JobCache, TranscodeCache
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -29,6 +33,8 @@ class Kube:
         self._batch = client.BatchV1Api(api_client)
         self._core = client.CoreV1Api(api_client)
         self._custom = client.CustomObjectsApi(api_client)
+        self.jobs = JobCache()
+        self.transcodes = TranscodeCache()
 
     @classmethod
     def from_environment(cls, pool_size: int = 16) -> Kube:
@@ -45,12 +51,23 @@ class Kube:
         return cls(client.ApiClient(configuration))
 
     @staticmethod
-    def _raw(response: Any) -> Obj:
-        return json.loads(response.data)  # type: ignore[no-any-return]
+    async def _call(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Obj:
+        """One client call (`_preload_content=False`) in a worker thread, its body read and
+        parsed there too: `response.data` reads the socket, which on the event loop blocked
+        every handler for the length of each transfer."""
+
+        def run() -> Obj:
+            return json.loads(call(*args, **kwargs).data)  # type: ignore[no-any-return]
+
+        return await asyncio.to_thread(run)
 
     async def get_transcode(self, namespace: str, name: str) -> Obj | None:
+        """The CR as last seen by the watch (or written by us); a GET only when never seen."""
+        cached = self.transcodes.get(namespace, name)
+        if cached is not None:
+            return cached
         try:
-            resp = await asyncio.to_thread(
+            resp = await self._call(
                 self._custom.get_namespaced_custom_object,
                 GROUP,
                 VERSION,
@@ -63,7 +80,34 @@ class Kube:
             if exc.status == 404:
                 return None
             raise
-        return self._raw(resp)
+        body = resp
+        self.transcodes.put(body)
+        return body
+
+    async def transcode_pages(self, namespace: str, page: int = 500) -> AsyncIterator[list[Obj]]:
+        """Every VideoTranscode of a namespace, a page at a time: a pass over 10,000 CRs never
+        holds them all."""
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"limit": page, "_preload_content": False}
+            if token:
+                kwargs["_continue"] = token
+            resp = await self._call(
+                self._custom.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                **kwargs,
+            )
+            body = resp
+            items = list(body.get("items") or [])
+            for item in items:
+                self.transcodes.put(item)
+            yield items
+            token = body.get("metadata", {}).get("continue") or None
+            if not token:
+                return
 
     async def delete_transcode(self, namespace: str, name: str, uid: str) -> None:
         """Delete a CR (its finalizer then runs); only the object seen (uid), 404 is fine."""
@@ -82,7 +126,7 @@ class Kube:
                 raise
 
     async def patch_transcode_status(self, namespace: str, name: str, patch: Obj) -> None:
-        await asyncio.to_thread(
+        resp = await self._call(
             self._custom.patch_namespaced_custom_object_status,
             GROUP,
             VERSION,
@@ -91,44 +135,70 @@ class Kube:
             name,
             {"status": patch},
             _content_type="application/merge-patch+json",
+            _preload_content=False,
         )
+        # The next reconcile must see this status, even before the watch event says so.
+        self.transcodes.put(resp)
 
-    async def list_jobs(self, namespace: str, selector: str) -> list[Obj]:
-        if namespace:
-            resp = await asyncio.to_thread(
-                self._batch.list_namespaced_job,
-                namespace,
-                label_selector=selector,
-                _preload_content=False,
-            )
-        else:
-            resp = await asyncio.to_thread(
-                self._batch.list_job_for_all_namespaces,
-                label_selector=selector,
-                _preload_content=False,
-            )
-        return list(self._raw(resp).get("items") or [])
+    async def relist_jobs(self, namespaces: list[str] | None, page: int = 500) -> int:
+        """Re-read every managed Job into the cache (None: all namespaces), in pages.
+
+        The safety net of the watch: a DELETED event missed across a watch reconnect would
+        otherwise keep a gone Job counted as running forever. Returns the Jobs listed.
+        """
+        listed = 0
+        for namespace in namespaces if namespaces is not None else [""]:
+            seen: set[tuple[str, str]] = set()
+            token: str | None = None
+            version = ""
+            while True:
+                kwargs: dict[str, Any] = {
+                    "label_selector": MANAGED_SELECTOR,
+                    "limit": page,
+                    "_preload_content": False,
+                }
+                if token:
+                    kwargs["_continue"] = token
+                if namespace:
+                    resp = await self._call(self._batch.list_namespaced_job, namespace, **kwargs)
+                else:
+                    resp = await self._call(self._batch.list_job_for_all_namespaces, **kwargs)
+                body = resp
+                version = version or str(body.get("metadata", {}).get("resourceVersion") or "")
+                for job in body.get("items") or []:
+                    meta = job["metadata"]
+                    seen.add((meta.get("namespace") or namespace, meta["name"]))
+                    self.jobs.put(job)
+                    listed += 1
+                token = body.get("metadata", {}).get("continue") or None
+                if not token:
+                    break
+            self.jobs.drop_missing(namespace or None, seen, version)
+        return listed
 
     async def jobs_of(self, namespace: str, cr_name: str) -> list[Obj]:
-        return await self.list_jobs(namespace, f"{MANAGED_SELECTOR},{LABEL_TRANSCODE}={cr_name}")
+        return self.jobs.jobs_of(namespace, cr_name)
+
+    def unfinished_jobs(self) -> list[Obj]:
+        return self.jobs.unfinished()
 
     async def pods_of_job(self, namespace: str, job_name: str) -> list[Obj]:
-        resp = await asyncio.to_thread(
+        resp = await self._call(
             self._core.list_namespaced_pod,
             namespace,
             label_selector=f"batch.kubernetes.io/job-name={job_name}",
             _preload_content=False,
         )
-        return list(self._raw(resp).get("items") or [])
+        return list(resp.get("items") or [])
 
     async def pods_of_transcode(self, namespace: str, cr_name: str) -> list[Obj]:
-        resp = await asyncio.to_thread(
+        resp = await self._call(
             self._core.list_namespaced_pod,
             namespace,
             label_selector=f"{MANAGED_SELECTOR},{LABEL_TRANSCODE}={cr_name}",
             _preload_content=False,
         )
-        return list(self._raw(resp).get("items") or [])
+        return list(resp.get("items") or [])
 
     async def pod_log_tail(
         self, namespace: str, pod_name: str, container: str, limit_bytes: int = 4096
@@ -151,15 +221,17 @@ class Kube:
     async def create_job(self, namespace: str, manifest: Obj) -> bool:
         """Create a Job; False when it already exists (a restart found its own earlier work)."""
         try:
-            await asyncio.to_thread(
+            resp = await self._call(
                 self._batch.create_namespaced_job,
                 namespace,
-                manifest,  # type: ignore[arg-type]
+                manifest,
+                _preload_content=False,
             )
         except ApiException as exc:
             if exc.status == 409:
                 return False
             raise
+        self.jobs.put(resp)
         return True
 
     async def delete_job(self, namespace: str, name: str) -> None:
@@ -174,27 +246,37 @@ class Kube:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+        self.jobs.remove(namespace, name)
 
     async def annotate_job(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
         try:
-            await asyncio.to_thread(
+            resp = await self._call(
                 self._batch.patch_namespaced_job,
                 name,
                 namespace,
                 {"metadata": {"annotations": annotations}},
+                _preload_content=False,
             )
         except ApiException as exc:
             if exc.status != 404:
                 raise
+            return
+        self.jobs.put(resp)
 
     async def release_job(self, namespace: str, name: str) -> None:
         try:
-            await asyncio.to_thread(
-                self._batch.patch_namespaced_job, name, namespace, {"spec": {"suspend": False}}
+            resp = await self._call(
+                self._batch.patch_namespaced_job,
+                name,
+                namespace,
+                {"spec": {"suspend": False}},
+                _preload_content=False,
             )
         except ApiException as exc:
             if exc.status != 404:
                 raise
+            return
+        self.jobs.put(resp)
 
     def close(self) -> None:
         self._api.close()  # type: ignore[no-untyped-call]

@@ -67,10 +67,14 @@ class Tracked:
 
 
 _tracked: dict[str, Tracked] = {}
+# CRs per phase, kept in step with `_tracked`: recounting it on every reconcile was O(CRs).
+_phase_counts: Tally[str] = Tally()
 
 
 def start(port: int, max_running_jobs: int = 0) -> None:
     MAX_RUNNING_JOBS.set(max_running_jobs)
+    for phase in Phase:  # every phase is exported from the start, 0 until a CR enters it
+        TRANSCODES.labels(phase=phase.value).set(_phase_counts[phase.value])
     # Ages are computed when scraped, so they grow while nothing reconciles (that is the point).
     OLDEST_ACTIVE_AGE.set_function(lambda: oldest_ages(_tracked.values(), time.time())[0])
     OLDEST_RUNNING_STEP_AGE.set_function(lambda: oldest_ages(_tracked.values(), time.time())[1])
@@ -125,14 +129,18 @@ def oldest_ages(items: Iterable[Tracked], now: float) -> tuple[float, float]:
 
 
 def track(key: str, status: VideoTranscodeStatus | None, created: str | None = None) -> None:
-    """Remember one CR (None: gone) and refresh the by-phase gauge."""
-    if status is None:
-        _tracked.pop(key, None)
-    else:
-        _tracked[key] = tracked(status, created)
-    counts = Tally(t.phase for t in _tracked.values())
-    for p in Phase:
-        TRANSCODES.labels(phase=p.value).set(counts.get(p.value, 0))
+    """Remember one CR (None: gone) and refresh the by-phase gauge (O(1): only the phases it
+    left and entered are set)."""
+    old = _tracked.pop(key, None)
+    changed = {old.phase} if old is not None else set()
+    if old is not None:
+        _phase_counts[old.phase] -= 1
+    if status is not None:
+        new = _tracked[key] = tracked(status, created)
+        _phase_counts[new.phase] += 1
+        changed.add(new.phase)
+    for phase in changed:
+        TRANSCODES.labels(phase=phase).set(_phase_counts[phase])
 
 
 def _seconds(start: str | None, end: str | None) -> float | None:

@@ -42,7 +42,7 @@ from videoflix_core.transcode import (
 )
 
 from videoflix_operator import faults, metrics
-from videoflix_operator.builders import CONTAINER, MANAGED_BY, Owner, step_kind
+from videoflix_operator.builders import CONTAINER, Owner, step_kind
 from videoflix_operator.config import OperatorSettings
 from videoflix_operator.database import Database, RowView
 from videoflix_operator.k8s import Kube
@@ -70,6 +70,10 @@ EventPoster = Callable[[Obj, EventNote], None]
 class NotSynced(Exception):
     """The outcome could not reach the database yet: retried by the caller."""
 
+
+# Reconciles a resync or progress pass runs at once: enough to use the I/O threads, few enough
+# that event-driven reconciles are not queued behind a 10,000-CR pass.
+RESYNC_CONCURRENCY = 8
 
 # What a video's row says when its transcode resource is deleted under it (`kubectl delete vt`).
 RESOURCE_DELETED = "Transcode resource deleted; retry to start the transcode again"
@@ -112,6 +116,13 @@ def needs_results(
 
 def utcnow() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def wants_resync(body: Mapping[str, Any], synced: bool) -> bool:
+    """The safety net's choice for one CR: all but a finished one whose outcome this process
+    already wrote (those cost nothing however many there are)."""
+    phase = (body.get("status") or {}).get("phase")
+    return not (synced and phase in ("Succeeded", "Failed"))
 
 
 @dataclass
@@ -287,9 +298,6 @@ class Reconciler:
         metrics.observe_transitions(previous, actions.status)
         metrics.track(f"{namespace}/{name}", actions.status, owner.created)
         for note in actions.events:
-            # A 409 means an earlier pass (or process) created it and said so already.
-            if note.reason == "CreatedJob" and note.message.rsplit(" ", 1)[-1] not in created:
-                continue
             self.post_event(body, note)
         if unsynced is not None:
             raise unsynced
@@ -478,15 +486,17 @@ class Reconciler:
         return True
 
     async def schedule(self) -> None:
-        """Release suspended Jobs up to the cap, by priority then age (one pass)."""
-        jobs: list[Obj] = []
-        for namespace in sorted(self._namespaces | {self.settings.namespace}):
-            jobs += await self.kube.list_jobs(
-                namespace, f"app.kubernetes.io/managed-by={MANAGED_BY}"
-            )
-        releases, running, queued = select_releases(jobs, self.settings.max_running_jobs)
-        for namespace, job_name in releases:
-            await self.kube.release_job(namespace, job_name)
+        """Release suspended Jobs up to the cap, by priority then age (one pass).
+
+        Reads the watch-fed Job cache, not the API server: a pass costs no request unless it
+        releases something, however many Jobs exist.
+        """
+        releases, running, queued = select_releases(
+            self.kube.unfinished_jobs(), self.settings.max_running_jobs
+        )
+        # Concurrently: a freed batch of slots is filled in one round trip, not one per Job.
+        await asyncio.gather(*(self.kube.release_job(ns, job) for ns, job in releases))
+        for _, job_name in releases:
             log.info("Released Job %s", job_name)
         metrics.RUNNING_JOBS.set(running + len(releases))
         metrics.QUEUE_DEPTH.set(queued - len(releases))
@@ -507,3 +517,66 @@ class Reconciler:
                 metrics.RECONCILE_ERRORS.labels(kind="scheduler").inc()
                 log.exception("Scheduling pass failed; retrying")
                 await asyncio.sleep(1)
+
+    async def resync(self) -> int:
+        """One pass of the safety net for missed events and database outages (level-based, so
+        always safe): the Job cache is re-listed, then every CR `wants_resync` is reconciled.
+
+        One process-wide loop over paged LISTs instead of a kopf timer per CR: a timer makes
+        kopf keep a task and the full body of every CR in memory for the CR's whole life.
+        Returns the CRs reconciled.
+        """
+        namespaces = sorted(self._namespaces | {self.settings.namespace})
+        await self.kube.relist_jobs(namespaces)
+        limit = asyncio.Semaphore(RESYNC_CONCURRENCY)
+
+        async def one(namespace: str, name: str) -> None:
+            async with limit:
+                try:
+                    await self.reconcile(namespace, name)
+                except Exception as exc:  # the next pass retries; the others go on
+                    log.warning("Resync of %s failed: %s", name, exc)
+
+        done = 0
+        for namespace in namespaces:
+            async for page in self.kube.transcode_pages(namespace):
+                due = [
+                    str(b["metadata"]["name"])
+                    for b in page
+                    if wants_resync(b, self.is_synced(namespace, str(b["metadata"]["name"])))
+                ]
+                await asyncio.gather(*(one(namespace, name) for name in due))
+                done += len(due)
+        return done
+
+    async def run_resync(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.resync_seconds)
+            try:
+                await self.resync()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                metrics.RECONCILE_ERRORS.labels(kind="resync").inc()
+                log.exception("Resync pass failed; the next one retries")
+
+    async def refresh_all_progress(self) -> None:
+        """Live progress of every transcode with a released, unfinished Job (from the cache)."""
+        limit = asyncio.Semaphore(RESYNC_CONCURRENCY)
+
+        async def one(namespace: str, name: str, spec_hash: str | None) -> None:
+            async with limit:
+                try:
+                    await self.refresh_progress(namespace, name, spec_hash)
+                except Exception as exc:  # cosmetic: the next tick tries again
+                    log.debug("Live progress of %s not refreshed: %s", name, exc)
+
+        await asyncio.gather(
+            *(one(ns, name, h) for (ns, name), h in self.kube.jobs.running_owners().items())
+        )
+
+    async def run_progress(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.progress_seconds)
+            with contextlib.suppress(Exception):
+                await self.refresh_all_progress()
