@@ -12,9 +12,9 @@ import math
 from dataclasses import dataclass
 
 KEYFRAME_SECONDS = 2  # the transcoder's GOP: its `plan.KEYFRAME_SECONDS`
-# Chosen by `bench/chunked.py` (120 s 1080p30, 2 shared cores): 10, 20 and 30 s chunks all
-# stayed within the CPU, bytes and quality targets; 20 s keeps the per-pod start-up
-# (pod, download, seek) a small share of a chunk while a 10-minute film still gives 30 indexes.
+# 20 s: `bench/chunked.py` measures 10, 20 and 30 s (CPU, bytes, quality, speedup); each chunk
+# pays a fixed start-up (pod, source download, probe, 1 s pre-roll decode), which 20 s keeps a
+# small share of, while a 10-minute film still gives 30 indexes to spread.
 DEFAULT_CHUNK_SECONDS = 20
 
 
