@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.cluster.containers import ContainerMode
-from tests.fixtures.procs import missing_tool
+from tests.fixtures.procs import missing_tool, wait_until
 from tests.images import build
 from tests.operator.conftest import OperatorProcess
 
@@ -67,6 +67,13 @@ def images() -> Images:
     return Images(build.Podman(), refs)
 
 
+def wait_until_or_log(check: Callable[[], bool], what: str, log: Path, timeout: float = 90) -> None:
+    try:
+        wait_until(check, what, timeout=timeout)
+    except TimeoutError as error:
+        raise AssertionError(f"{error}\n{log.read_text(errors='replace')[-3000:]}") from None
+
+
 def env_args(env: dict[str, str]) -> list[str]:
     return [f"--env={key}={value}" for key, value in sorted(env.items())]
 
@@ -115,12 +122,6 @@ class ContainerOperator(OperatorProcess):
             self.argv(), env=self.images.podman.env(), stdout=log, stderr=subprocess.STDOUT
         )
         log.close()
-
-    def kill(self) -> None:
-        """SIGKILL of the container itself (killing the podman client would leave it running)."""
-        assert self.images is not None and self.proc is not None
-        self.images.podman.run("kill", "--signal=KILL", self.name, check=False)
-        self.proc.wait(30)
 
     def stop(self) -> None:
         super().stop()  # SIGTERM to `podman run`, which hands it to kopf (PID 1)

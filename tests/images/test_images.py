@@ -9,31 +9,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, inspect, select
-from sqlalchemy.orm import Session
-from videoflix_core.db.migrate import upgrade
-from videoflix_core.db.models import Video
+from sqlalchemy import create_engine, inspect
 
-from tests.cluster.fixtures import Kube
 from tests.fixtures.minio import MinioServer
-from tests.fixtures.procs import free_port, wait_until
+from tests.fixtures.procs import free_port
 from tests.images.build import images as image_specs
-from tests.images.conftest import (
-    HARDENED,
-    ContainerOperator,
-    Images,
-    env_args,
-    operator_mounts,
-    writable_dir,
-)
-from tests.operator.conftest import Platform, operator_env, operator_kubeconfig
+from tests.images.conftest import HARDENED, Images, env_args, wait_until_or_log
 
 # Run inside each image: who am I, what may I do, can I write the root filesystem?
 SELF_CHECK = """
@@ -47,13 +33,6 @@ except OSError as e:
     root = errno.errorcode[e.errno]
 print(json.dumps({'uid': os.getuid(), 'gid': os.getgid(), 'caps': caps, 'root': root}))
 """
-
-
-def wait_until_or_log(check: Callable[[], bool], what: str, log: Path, timeout: float = 90) -> None:
-    try:
-        wait_until(check, what, timeout=timeout)
-    except TimeoutError as error:
-        raise AssertionError(f"{error}\n{log.read_text(errors='replace')[-3000:]}") from None
 
 
 def last_json(stdout: str) -> Any:
@@ -162,69 +141,3 @@ def test_api_image_migrates_the_database_and_answers_ready(
         images.podman.run("stop", "--time=5", name, check=False)
         proc.wait(30)
         log.close()
-
-
-def test_operator_image_reconciles_one_videotranscode(
-    images: Images,
-    kube: Kube,
-    kube_namespace: str,
-    minio_server: MinioServer,
-    s3_bucket: str,
-    database_url: str,
-    tmp_path: Path,
-) -> None:
-    ns = kube_namespace
-    kube.client.create(
-        f"/api/v1/namespaces/{ns}/serviceaccounts",
-        {
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": {"name": "videoflix-transcoder"},
-            "automountServiceAccountToken": False,
-        },
-    )
-    kube.client.create(
-        f"/api/v1/namespaces/{ns}/secrets",
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "videoflix-s3"},
-            "stringData": minio_server.env(),
-        },
-    )
-    kubeconfig = operator_kubeconfig(kube, ns, writable_dir(tmp_path / "kube"))
-    upgrade(database_url)
-    env = operator_env(kube, ns, minio_server, database_url)
-    env["KUBECONFIG"] = kubeconfig
-    operator = ContainerOperator(
-        env=env,
-        namespace=ns,
-        log_path=tmp_path / "operator.log",
-        images=images,
-        mounts=operator_mounts(kubeconfig, kube.ca_file, tmp_path / "readable"),
-    )
-    engine = create_engine(database_url)
-    source = tmp_path / "tiny.mp4"
-    subprocess.run(
-        ["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-         "testsrc2=size=320x180:rate=10:duration=1", "-c:v", "libx264", "-preset", "ultrafast",
-         "-pix_fmt", "yuv420p", str(source)],
-        check=True,
-    )
-    operator.start()
-    try:
-        platform = Platform(kube, ns, s3_bucket, minio_server, engine, operator)
-        started = time.monotonic()
-        video_id, name = platform.transcode(source)
-        # The Job pods run through the local kubelet (process mode): this test is about the
-        # operator's image, the transcoder's has its own test above.
-        platform.wait_phase(name, "Succeeded", timeout=150)
-        with Session(engine) as s:
-            video = s.scalars(select(Video).where(Video.id == video_id)).one()
-            assert video.progress == 100, time.monotonic() - started
-            assert video.converted_files is not None and "120p" in video.converted_files
-        assert platform.jobs(name), "the operator created no Job"
-        assert "Forbidden" not in operator.log()
-    finally:
-        operator.stop()
-        engine.dispose()

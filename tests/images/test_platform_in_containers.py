@@ -30,9 +30,9 @@ from tests.images.conftest import (
     Images,
     env_args,
     operator_mounts,
+    wait_until_or_log,
     writable_dir,
 )
-from tests.images.test_images import wait_until_or_log
 from tests.operator.conftest import operator_env, operator_kubeconfig
 
 FRONTEND = "https://app.videoflix.test"
@@ -138,6 +138,7 @@ def test_upload_to_ready_with_every_part_in_its_image(
                 url + "/users/login/",
                 json={"email": "staff@example.com", "password": PASSWORD},
                 headers={"Origin": FRONTEND},
+                timeout=30,  # password hashing on a shared, loaded machine
             )
             assert login.status_code == 200, login.text
             jar: SimpleCookie = SimpleCookie()
@@ -172,6 +173,12 @@ def test_upload_to_ready_with_every_part_in_its_image(
     with Session(engine) as session:
         row = session.scalars(select(Video).where(Video.id == video_id)).one()
         assert row.converted_files is not None and "120p" in row.converted_files
+    # The operator from its image reconciled the API's VideoTranscode to the end.
+    [transcode] = kube.client.get(
+        f"/apis/videoflix.io/v1alpha1/namespaces/{ns}/videotranscodes"
+    )["items"]
+    assert transcode["status"]["phase"] == "Succeeded", transcode["status"]
+    assert transcode["spec"]["videoId"] == video_id
     engine.dispose()
     keys = set(minio_server.keys(s3_bucket, f"videos/{video_id}/"))
     assert f"videos/{video_id}/120p/video.mp4" in keys
