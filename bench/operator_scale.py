@@ -123,8 +123,19 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
-def scrape_operator(port: int) -> dict[str, float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+def scrape_operator(port: int, tries: int = 5) -> dict[str, float]:
+    for attempt in range(tries):  # one failed scrape must not lose a half-hour run
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+            break
+        except OSError:
+            if attempt == tries - 1:
+                return {}
+            time.sleep(1)
+    return parse_operator_metrics(text.decode())
+
+
+def parse_operator_metrics(text: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for line in text.splitlines():
         if line.startswith(("videoflix_reconcile_duration_seconds", "videoflix_jobs_created")):

@@ -76,8 +76,11 @@ def start(port: int, max_running_jobs: int = 0) -> None:
     for phase in Phase:  # every phase is exported from the start, 0 until a CR enters it
         TRANSCODES.labels(phase=phase.value).set(_phase_counts[phase.value])
     # Ages are computed when scraped, so they grow while nothing reconciles (that is the point).
-    OLDEST_ACTIVE_AGE.set_function(lambda: oldest_ages(_tracked.values(), time.time())[0])
-    OLDEST_RUNNING_STEP_AGE.set_function(lambda: oldest_ages(_tracked.values(), time.time())[1])
+    # list(): one C-level copy under the GIL, so the event loop adding a CR meanwhile is harmless.
+    OLDEST_ACTIVE_AGE.set_function(lambda: oldest_ages(list(_tracked.values()), time.time())[0])
+    OLDEST_RUNNING_STEP_AGE.set_function(
+        lambda: oldest_ages(list(_tracked.values()), time.time())[1]
+    )
     if port:
         start_http_server(port)
 
@@ -131,7 +134,9 @@ def oldest_ages(items: Iterable[Tracked], now: float) -> tuple[float, float]:
 def track(key: str, status: VideoTranscodeStatus | None, created: str | None = None) -> None:
     """Remember one CR (None: gone) and refresh the by-phase gauge (O(1): only the phases it
     left and entered are set)."""
-    old = _tracked.pop(key, None)
+    # Replaced in place, never popped and re-added: the scrape thread iterates `_tracked`, and a
+    # dict whose size changes under it raises (a 500 on /metrics).
+    old = _tracked.pop(key, None) if status is None else _tracked.get(key)
     changed = {old.phase} if old is not None else set()
     if old is not None:
         _phase_counts[old.phase] -= 1
