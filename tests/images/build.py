@@ -444,8 +444,9 @@ def build_app(podman: Podman, image: AppImage, report: Report) -> str:
             str(image.context),
         )
         report.built[ref] = time.monotonic() - started
-        drop_older(podman, ref)
     podman.run("tag", ref, image.latest())
+    # After moving :local, so the previous build has no tag left and goes away entirely.
+    drop_older(podman, ref)
     return ref
 
 
