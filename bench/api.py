@@ -323,7 +323,9 @@ def _uvicorn(
     stack: ExitStack, app: str, env: dict[str, str], port: int, workers: int, what: str
 ) -> subprocess.Popen[bytes]:
     """`app` under uvicorn with the one set of server settings ours and the anchor share."""
-    log = stack.enter_context(open(tempfile.mktemp(prefix=f"videoflix-bench-{what}-"), "wb"))  # noqa: SIM115 (the stack closes it)
+    log_path = Path(tempfile.mktemp(prefix=f"videoflix-bench-{what}-"))
+    stack.callback(log_path.unlink, missing_ok=True)  # runs after the stack closed the file
+    log = stack.enter_context(log_path.open("wb"))
     proc = subprocess.Popen(
         [
             sys.executable, "-m", "uvicorn", app, "--factory",
@@ -497,6 +499,8 @@ def run_layout(
         burst = max(1, args.duration // args.rounds)
         for name, path, _ in ROUTES:
             script = wrk_script(path, args.rows) if "{id}" in path else None
+            if script:
+                stack.callback(Path(script).unlink, missing_ok=True)
             bursts: dict[str, list[dict[str, float]]] = {"ours": [], "anchor": []}
             for bases, _ in apps.values():
                 check_bodies(bases, path.replace("{id}", "1"), token)
