@@ -12,12 +12,14 @@ import asyncio
 import json
 import logging
 import os
+import socket
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
-from videoflix_core.transcode import GROUP, LABEL_TRANSCODE, PLURAL, VERSION
+from videoflix_core.transcode import GROUP, KIND, LABEL_TRANSCODE, PLURAL, VERSION
 
 from videoflix_operator.builders import MANAGED_BY
 from videoflix_operator.jobcache import JobCache, TranscodeCache
@@ -35,6 +37,7 @@ class Kube:
         self._custom = client.CustomObjectsApi(api_client)
         self.jobs = JobCache()
         self.transcodes = TranscodeCache()
+        self._events: set[asyncio.Task[None]] = set()  # posts in flight (kept from the GC)
 
     @classmethod
     def from_environment(cls, pool_size: int = 16) -> Kube:
@@ -277,6 +280,51 @@ class Kube:
                 raise
             return
         self.jobs.put(resp)
+
+    def post_event(self, body: Obj, type_: str, reason: str, message: str) -> None:
+        """Posts an Event on the CR `body` in the background, best effort.
+
+        Not `kopf.event`: that works only inside a kopf handler (its event queue is a context
+        variable of the handler's task), and the reconciler's own loops (resync, scheduler)
+        reconcile outside any; there it raised and failed the pass after the status was written.
+        """
+        task = asyncio.get_running_loop().create_task(
+            self._create_event(body, type_, reason, message)
+        )
+        self._events.add(task)
+        task.add_done_callback(self._events.discard)
+
+    async def _create_event(self, body: Obj, type_: str, reason: str, message: str) -> None:
+        meta = body["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": KIND,
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],  # the API server refuses longer ones
+            "source": {"component": MANAGED_BY},
+            "reportingComponent": MANAGED_BY,
+            "reportingInstance": socket.gethostname(),
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            await self._call(
+                self._core.create_namespaced_event,
+                meta["namespace"],
+                event,
+                _preload_content=False,
+            )
+        except Exception as exc:  # an Event is a note for kubectl, never worth failing for
+            log.warning("Event %s on %s not posted: %s", reason, meta["name"], exc)
 
     def close(self) -> None:
         self._api.close()  # type: ignore[no-untyped-call]

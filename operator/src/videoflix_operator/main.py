@@ -58,10 +58,6 @@ class LeanDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
         return super().build(body=kopf.Body(cast(kopf.RawBody, lean)))
 
 
-def _post_event(body: dict[str, Any], note: EventNote) -> None:
-    kopf.event(cast(kopf.Body, body), type=note.type, reason=note.reason, message=note.message)
-
-
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     cfg = get_settings()
@@ -96,14 +92,19 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         ThreadPoolExecutor(max_workers=cfg.io_threads, thread_name_prefix="videoflix-io")
     )
     metrics.start(cfg.metrics_port, cfg.max_running_jobs)
+    # Twice the threads: kopf's own executor calls in too, and a full pool throws
+    # connections away (a new TLS handshake each, measured as a tenth of the CPU).
+    kube = Kube.from_environment(pool_size=2 * cfg.io_threads)
+
+    def post_event(body: dict[str, Any], note: EventNote) -> None:
+        kube.post_event(body, note.type, note.reason, note.message)
+
     reconciler = Reconciler(
         settings=cfg,
-        # Twice the threads: kopf's own executor calls in too, and a full pool throws
-        # connections away (a new TLS handshake each, measured as a tenth of the CPU).
-        kube=Kube.from_environment(pool_size=2 * cfg.io_threads),
+        kube=kube,
         store=ObjectStore(cfg) if store_wanted(cfg, default_chain_has_credentials) else None,
         database=Database(cfg.database_url) if cfg.database_url else None,
-        post_event=_post_event,
+        post_event=post_event,
     )
     if reconciler.store is None:
         log.warning("No S3 settings or ambient credentials: cleanup leaves stored objects")
