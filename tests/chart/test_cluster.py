@@ -224,9 +224,18 @@ def test_rendered_operator_deployment_starts_the_operator(
     s3_bucket: str,
     tmp_path: Path,
 ) -> None:
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+    from videoflix_core.db import Video
     from videoflix_core.db.migrate import upgrade
 
     upgrade(database_url)
+    # The sample CR's row: a CR whose row is gone is an orphan the operator deletes.
+    engine = create_engine(database_url)
+    with Session(engine) as session:
+        session.add(Video(id=1, title="Sample", source_key="videos/1/source/sample.mp4"))
+        session.commit()
+    engine.dispose()
     health, metrics = free_port(), free_port()
     objects = render(
         [CHART / "ci" / "default-values.yaml"],
