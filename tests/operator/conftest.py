@@ -334,8 +334,7 @@ def make_platform(
     database_url: str,
     tmp_path: Path,
 ) -> Iterator[Callable[..., Platform]]:
-    """Call with operator settings (env names without prefix) to start the operator;
-    `migrate=False` leaves the database without tables (an outage of the videos table)."""
+    """Call with operator settings (env names without prefix) to start the operator."""
     engine = create_engine(database_url)
     ns = kube_namespace
     kube.client.create(
@@ -361,15 +360,14 @@ def make_platform(
     started: list[OperatorProcess] = []
     cluster_wide: list[bool] = []
 
-    def make(migrate: bool = True, all_namespaces: bool = False, **settings: str) -> Platform:
+    def make(all_namespaces: bool = False, **settings: str) -> Platform:
         """`all_namespaces`: run `kopf run --all-namespaces` under a ClusterRole instead."""
         if not cluster_wide:
             cluster_wide.append(all_namespaces)
             operator_kubeconfig(kube, ns, tmp_path, cluster_wide=all_namespaces)
         assert cluster_wide == [all_namespaces], "one RBAC mode per test"
         kubeconfig = str(tmp_path / "operator.kubeconfig")
-        if migrate:
-            upgrade(database_url)
+        upgrade(database_url)
         env = operator_env(
             kube,
             ns,
