@@ -22,7 +22,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import httpx
 
 from . import containers as podman
 from . import podenv
@@ -40,6 +42,11 @@ DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadlin
 RESTART_DELAY = 0.5
 CONFIG_RETRY_DELAY = 1.0
 MAX_KILL_GRACE = 5.0
+# A real kubelet's status manager keeps a pod's status until the API server has taken it; an
+# update lost to an API server restart would leave the pod Running for ever and its Job stuck.
+API_RETRY_DELAY = 0.5
+API_RETRY_MAX_DELAY = 5.0
+Result = TypeVar("Result")
 
 
 @dataclass(frozen=True)
@@ -523,6 +530,22 @@ class LocalKubelet:
 
     # --- actions --------------------------------------------------------------------------
 
+    def _until_taken(self, call: Callable[[], Result]) -> Result:
+        """`call` again while the API server is unreachable or answers 429/5xx, as a kubelet
+        does; other answers (404, 409, ...) are for the caller."""
+        delay = API_RETRY_DELAY
+        while True:
+            try:
+                return call()
+            except httpx.TransportError:
+                pass
+            except KubeApiError as error:
+                if error.status != 429 and error.status < 500:
+                    raise
+            if self._stopping.wait(delay):
+                raise RuntimeError("the kubelet stopped before the API server took the call")
+            delay = min(delay * 2, API_RETRY_MAX_DELAY)
+
     def _pod_path(self, pod: Obj) -> str:
         meta = pod["metadata"]
         return f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}"
@@ -536,7 +559,7 @@ class LocalKubelet:
             "target": {"apiVersion": "v1", "kind": "Node", "name": self.node_name},
         }
         try:
-            self._client.create(self._pod_path(pod) + "/binding", body)
+            self._until_taken(lambda: self._client.create(self._pod_path(pod) + "/binding", body))
         except KubeApiError as error:
             if error.status not in (404, 409):  # gone, or already bound
                 raise
@@ -544,7 +567,9 @@ class LocalKubelet:
     def _write_status(self, pod: Obj, status: Obj) -> bool:
         """Merge-patch the pod status; False when the pod is gone."""
         try:
-            self._client.patch(self._pod_path(pod) + "/status", {"status": status})
+            self._until_taken(
+                lambda: self._client.patch(self._pod_path(pod) + "/status", {"status": status})
+            )
             return True
         except KubeApiError as error:
             if error.status in (404, 409):
@@ -652,7 +677,7 @@ class LocalKubelet:
                 "preconditions": {"uid": pod["metadata"]["uid"]},
             }
             try:
-                self._client.delete(self._pod_path(pod), options)
+                self._until_taken(lambda: self._client.delete(self._pod_path(pod), options))
             except KubeApiError as error:
                 if error.status != 409:  # 409: a new pod took the name; this one is gone
                     raise

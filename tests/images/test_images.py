@@ -21,9 +21,10 @@ from tests.fixtures.procs import free_port
 from tests.images.build import images as image_specs
 from tests.images.conftest import HARDENED, Images, env_args, wait_until_or_log
 
-# Run inside each image: who am I, what may I do, can I write the root filesystem?
+# Run inside each image: who am I, what may I do, can I write the root filesystem, which of
+# the named packages (argv) are installed?
 SELF_CHECK = """
-import errno, json, os
+import errno, importlib.util, json, os, sys
 caps = {l.split(':')[0]: int(l.split()[1], 16)
         for l in open('/proc/self/status') if l.startswith('Cap')}
 try:
@@ -31,8 +32,17 @@ try:
     root = 'writable'
 except OSError as e:
     root = errno.errorcode[e.errno]
-print(json.dumps({'uid': os.getuid(), 'gid': os.getgid(), 'caps': caps, 'root': root}))
+present = [m for m in sys.argv[1:] if importlib.util.find_spec(m) is not None]
+print(json.dumps({'uid': os.getuid(), 'gid': os.getgid(), 'caps': caps, 'root': root,
+                  'present': present}))
 """
+# Only each component's runtime dependencies: another component's framework or a test tool in
+# an image is weight and attack surface.
+NOT_INSTALLED = {
+    "api": ("kopf", "pytest", "schemathesis"),
+    "operator": ("fastapi", "uvicorn", "pytest"),
+    "transcoder": ("fastapi", "kopf", "pytest"),
+}
 
 
 def last_json(stdout: str) -> Any:
@@ -46,8 +56,11 @@ def test_image_runs_as_its_non_root_uid_read_only_without_capabilities(
     config = images.config(name)
     assert config["User"] == "10001:10001"
     # No --user: the image's own USER must be the non-root one.
-    result = images.run(*HARDENED, "--entrypoint=python", images.refs[name], "-c", SELF_CHECK)
+    result = images.run(
+        *HARDENED, "--entrypoint=python", images.refs[name], "-c", SELF_CHECK, *NOT_INSTALLED[name]
+    )
     seen = last_json(result.stdout)
+    assert seen["present"] == [], f"{name} image installs {seen['present']}"
     assert (seen["uid"], seen["gid"]) == (10001, 10001)
     assert seen["caps"]["CapEff"] == 0 and seen["caps"]["CapPrm"] == 0
     assert seen["caps"]["CapBnd"] == 0
