@@ -134,6 +134,8 @@ SCHEMA_OVERRIDES: dict[str, dict[str, Any]] = {
     },
     "migrations.backoffLimit": {"minimum": 0},
     "metrics.prometheusRule.api5xxRatio": {"type": "number", "minimum": 0, "maximum": 1},
+    # A fraction is allowed: a test (or an impatient operator) may want seconds, not hours.
+    "metrics.prometheusRule.workStuckMinutes": {"type": "number", "exclusiveMinimum": 0},
     "metrics.prometheusRule.failedTranscodesPerHour": {"minimum": 1},
     "networkPolicy.apiIngressFrom": PEERS,
     "networkPolicy.metricsFrom": PEERS,
