@@ -2,11 +2,12 @@
 no 403: through HLS (hls.js) and progressively (`<video src>` of the `video-url` URL), against
 the S3 path (the API on MinIO: private bucket, presigned URLs) and the embedded `/media/` path.
 
-The base expiry is 15 s and no pause allowance is given, so a playback URL lives 60 s + 15 s for
-the 60 s video (`playback_expiry`); a URL living only the base 15 s would be refused on the seek.
-The 4x playback rate and a pause make the seek's range request start well after 15 s; the test
-checks that it did, and that a URL with the base lifetime issued at the same moment is refused by
-then (so the 15 s really are enforced and only the playback rule kept the video playing).
+The base expiry is 10 s (the setting's minimum) and no pause allowance is given, so a playback URL
+lives 60 s + 10 s for the 60 s video (`playback_expiry`); a URL living only the base 10 s would be
+refused on the seek. The 4x playback rate and a pause make the seek's range request start after
+the 10 s; the test checks that it did, and that a URL with the base lifetime issued at the same
+moment is refused by then (so the 10 s really are enforced and only the playback rule kept the
+video playing).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[2]
 HLS_JS = REPO / "api/src/videoflix_api/web/static/vendor/hls.js/hls.min.js"
-BASE_EXPIRY = 15
+BASE_EXPIRY = 10
 DURATION = 60
 RATE = 4
 PASSWORD = "playback-Passw0rd"
