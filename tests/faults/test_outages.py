@@ -155,10 +155,6 @@ def test_minio_stopped_mid_transcode_every_video_ends_terminal(
     assert outcomes["Succeeded"] >= 1, outcomes
 
 
-@pytest.mark.skip(
-    reason="flaky (issue 11, open): the restarted PostgreSQL once did not become ready within "
-    "60 s in a full run, and the modules' later tests then errored; passed 3 of the last 4 runs"
-)
 def test_postgres_restarted_during_operator_writes_rows_converge(
     make_platform: Any,  # noqa: F811
     sources: dict[str, Path],  # noqa: F811
@@ -193,11 +189,6 @@ def test_postgres_restarted_during_operator_writes_rows_converge(
         assert_no_duplicates(p, name)
 
 
-@pytest.mark.skip(
-    reason="flaky (issue 11, open): after a kube-apiserver restart under load, Jobs sometimes "
-    "stop progressing (the local kubelet's pod watch or the operator's Job watch does not "
-    "resume within the deadline); passed 2 of the last 3 runs"
-)
 def test_apiserver_killed_mid_run_the_operator_resumes_without_a_restart(
     make_platform: Any,  # noqa: F811
     sources: dict[str, Path],  # noqa: F811
