@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.client import KubeApiError
+from tests.cluster.client import KubeApiError, Obj
 from tests.cluster.fixtures import Kube
 from tests.cluster.objects import (
     container,
@@ -213,3 +213,48 @@ def test_api_validation_is_real(kube: Kube, kube_namespace: str) -> None:
     with pytest.raises(KubeApiError) as refused:
         kube.client.create(jobs_path(kube_namespace), bad)
     assert refused.value.status == 422
+
+
+def test_indexed_job_runs_each_index_once_and_retries_a_failed_index_alone(
+    kube: Kube, kube_namespace: str, tmp_path: Path
+) -> None:
+    """What a chunked rendition needs of the Job controller and this kubelet (issue 14): each pod
+    gets its index, a transient failure retries only its own index, within its own budget."""
+    flaky_index = 2
+    marker = tmp_path / "index-2-attempted"
+    # Index 2 fails once (exit 1); exit 2 would fail its index at once (the operator's rule).
+    script = (
+        f'if [ "$JOB_COMPLETION_INDEX" = {flaky_index} ] && [ ! -e {marker} ]; then '
+        f"touch {marker}; exit 1; fi; "
+        'printf \'{"index": %s}\' "$JOB_COMPLETION_INDEX" > "$VIDEOFLIX_RESULT_FILE"'
+    )
+    policy = {"rules": [{"action": "FailIndex", "onExitCodes": {"operator": "In", "values": [2]}}]}
+    manifest = job(
+        "chunks",
+        [container(script)],
+        completionMode="Indexed",
+        completions=4,
+        parallelism=2,
+        backoffLimitPerIndex=1,
+        podReplacementPolicy="Failed",
+        podFailurePolicy=policy,
+    )
+    del manifest["spec"]["backoffLimit"]  # with backoffLimitPerIndex, the per-index budget rules
+    kube.client.create(jobs_path(kube_namespace), manifest)
+
+    # The Job controller waits ~10 s before the retry.
+    done = kube.wait_for_job(kube_namespace, "chunks", "Complete", timeout=90)
+
+    status = done["status"]
+    assert status["completedIndexes"] == "0-3" and not status.get("failedIndexes"), status
+    assert (status["succeeded"], status["failed"]) == (4, 1)
+    pods: dict[int, list[Obj]] = {}
+    for pod in kube.job_pods(kube_namespace, "chunks"):
+        index = int(pod["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"])
+        pods.setdefault(index, []).append(pod)
+    phases = {i: sorted(p["status"]["phase"] for p in ps) for i, ps in pods.items()}
+    once = ["Succeeded"]
+    assert phases == {0: once, 1: once, 2: ["Failed", "Succeeded"], 3: once}
+    for index, attempts in pods.items():
+        (succeeded,) = [p for p in attempts if p["status"]["phase"] == "Succeeded"]
+        assert json.loads(terminated(succeeded)["message"]) == {"index": index}
