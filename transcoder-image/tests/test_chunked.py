@@ -236,6 +236,16 @@ def test_bad_chunk_requests_exit_2_and_a_missing_chunk_exits_1(
                         "--starts", STARTS)
     assert run.code == 1 and "missing chunk output chunks/120p/00000.mp4" in run.result["error"]
     assert not (tmp_path / "120p").exists()
+    # --work names the intermediates' folder (the operator's chunks/<generation>-<spec-hash>).
+    run = tx.transcoder("assemble", "--dest", str(tmp_path), "--name", "120p",
+                        "--starts", STARTS, "--work", "chunks/3-1a2b3c4d")
+    assert run.code == 1 and "missing chunk output chunks/3-1a2b3c4d/120p/00000.mp4" in (
+        run.result["error"]
+    )
+    for bad in ("../x", "/abs", "chunks//x", "chunks/.."):
+        run = tx.transcoder("assemble", "--dest", str(tmp_path), "--name", "120p",
+                            "--starts", STARTS, "--work", bad)
+        assert run.code == 2 and "bad --work" in run.result["error"], bad
 
 
 def test_starts_and_index_are_checked_before_any_work() -> None:

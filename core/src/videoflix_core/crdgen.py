@@ -113,6 +113,8 @@ def crd() -> dict[str, Any]:
                         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
                         {"name": "Progress", "type": "integer", "jsonPath": ".status.progress"},
                         {"name": "Ready", "type": "string", "jsonPath": ".status.ready"},
+                        # Chunked renditions: indexes done of all (completedIndexes), e.g. 7/12.
+                        {"name": "Chunks", "type": "string", "jsonPath": ".status.chunks"},
                         # -o wide: what someone on call needs next (running steps, retries, how
                         # long the longest-running step has been at it).
                         {

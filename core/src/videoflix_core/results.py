@@ -24,7 +24,16 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
-from videoflix_core.status import LADDER, PROBE, RENDITION_PREFIX, THUMBNAIL
+from videoflix_core.status import (
+    ASSEMBLE_PREFIX,
+    AUDIO,
+    CHUNKS,
+    CHUNKS_PREFIX,
+    LADDER,
+    PROBE,
+    RENDITION_PREFIX,
+    THUMBNAIL,
+)
 from videoflix_core.transcode import VideoTranscodeStatus
 
 # What is known about how the step ended: its Job's (or process's) verdict, or None when the Job
@@ -96,10 +105,13 @@ def step_recorded(previous: VideoTranscodeStatus | None, spec_hash: str, step: s
         return previous.probe is not None and previous.probe.phase.is_final
     if step == THUMBNAIL:
         return previous.thumbnail is not None and previous.thumbnail.phase.is_final
+    if step == AUDIO:
+        return previous.audio is not None and previous.audio.phase.is_final
     renditions = previous.renditions or {}
-    if step == LADDER:
+    if step in (LADDER, CHUNKS):
         return bool(renditions) and all(r.phase.is_final for r in renditions.values())
-    if step.startswith(RENDITION_PREFIX):
-        rendition = renditions.get(step[len(RENDITION_PREFIX) :])
-        return rendition is not None and rendition.phase.is_final
+    for prefix in (RENDITION_PREFIX, CHUNKS_PREFIX, ASSEMBLE_PREFIX):
+        if step.startswith(prefix):
+            rendition = renditions.get(step[len(prefix) :])
+            return rendition is not None and rendition.phase.is_final
     return False

@@ -16,9 +16,11 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from videoflix_core.chunks import Chunk, chunk_plan, parse_indexes, plan_chunks
 from videoflix_core.ladder import DEFAULT_LADDER, Rung, ladder_from_spec, plan_ladder
 from videoflix_core.states import ProcessingState
 from videoflix_core.transcode import (
+    ChunkProgress,
     Condition,
     Phase,
     ProbeResult,
@@ -37,6 +39,12 @@ PROBE = "probe"
 THUMBNAIL = "thumbnail"
 LADDER = "ladder"
 RENDITION_PREFIX = "rendition/"
+# Chunked renditions (issue 14): one Indexed Job per rung (`chunks/<name>`; SinglePass: one
+# `chunks` Job for every rung), the audio once (`audio`), then `assemble/<name>` per rung.
+CHUNKS = "chunks"
+CHUNKS_PREFIX = "chunks/"
+AUDIO = "audio"
+ASSEMBLE_PREFIX = "assemble/"
 
 # Share of the progress bar the probe stands for; the rest is split over encode steps.
 _PROBE_WEIGHT = 5
@@ -45,6 +53,19 @@ _MAX_MESSAGE = 512
 
 def rendition_step(name: str) -> str:
     return RENDITION_PREFIX + name
+
+
+def chunk_step(name: str) -> str:
+    return CHUNKS_PREFIX + name
+
+
+def assemble_step(name: str) -> str:
+    return ASSEMBLE_PREFIX + name
+
+
+def is_chunk_step(step: str) -> bool:
+    """An Indexed Job's step: its verdict and indexes say it all (no result is read)."""
+    return step == CHUNKS or step.startswith(CHUNKS_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -70,6 +91,9 @@ class StepObservation:
     started_at: str | None = None
     finished_at: str | None = None
     result: Mapping[str, Any] | None = None
+    # An Indexed Job's `status.completedIndexes` / `failedIndexes` ("0-3,5").
+    completed_indexes: str | None = None
+    failed_indexes: str | None = None
 
 
 def parse_result(text: str | None) -> dict[str, Any] | None:
@@ -257,6 +281,10 @@ class Aggregate:
     status: VideoTranscodeStatus
     rungs: list[Rung] = field(default_factory=list)
     to_start: dict[str, list[Rung]] = field(default_factory=dict)
+    # The chunk plan when the renditions are chunked (empty: unchunked), and whether the
+    # assembled rungs get the audio step's track (False: a silent source).
+    chunks: list[Chunk] = field(default_factory=list)
+    with_audio: bool = False
 
 
 def aggregate(
@@ -267,13 +295,15 @@ def aggregate(
     now: str,
     generation: int | None = None,
     ladder: Iterable[Rung] = DEFAULT_LADDER,
+    chunk_seconds: float = 0.0,
 ) -> Aggregate:
     """Fold the observed steps of the current spec into the full status.
 
-    `steps` is keyed by step key (`probe`, `thumbnail`, `ladder`, `rendition/<name>`) and holds only
-    steps of the current spec. `previous` is the last written status; it is ignored when it belongs
-    to
-    another spec (superseded) except for condition transition times.
+    `steps` is keyed by step key (`probe`, `thumbnail`, `ladder`, `rendition/<name>`, and for
+    chunked renditions `chunks/<name>` or `chunks`, `audio`, `assemble/<name>`) and holds only
+    steps of the current spec. `chunk_seconds` > 0 chunks long constant-rate sources
+    (`videoflix_core.chunks.chunk_plan`). `previous` is the last written status; it is ignored
+    when it belongs to another spec (superseded) except for condition transition times.
     """
     current_hash = spec_hash(spec)
     prev = previous if previous is not None and previous.spec_hash == current_hash else None
@@ -298,7 +328,11 @@ def aggregate(
         result.rungs = rungs
         prev_r = (prev.renditions or {}) if prev else {}
         renditions: dict[str, RenditionStatus] = {}
-        if spec.strategy == Strategy.SINGLE_PASS:
+        chunks = _chunking(spec, source, steps, prev_r, chunk_seconds)
+        if chunks:
+            result.chunks = chunks
+            _aggregate_chunked(spec, source, rungs, chunks, steps, prev, result, renditions)
+        elif spec.strategy == Strategy.SINGLE_PASS:
             obs = steps.get(LADDER)
             for rung in rungs:
                 renditions[rung.name] = rendition_status(obs, rung, prev_r.get(rung.name))
@@ -324,6 +358,142 @@ def aggregate(
     if status.phase == Phase.FAILED:
         result.to_start = {}  # a required step failed for good: start nothing more
     return result
+
+
+def _chunking(
+    spec: VideoTranscodeSpec,
+    source: ProbeResult,
+    steps: Mapping[str, StepObservation],
+    prev_r: Mapping[str, RenditionStatus],
+    chunk_seconds: float,
+) -> list[Chunk] | None:
+    """The chunk plan of this spec's renditions, None for the unchunked path.
+
+    Sticky once work started, so a changed setting never runs both paths for one spec: a
+    recorded chunk length keeps its plan, an unchunked step already seen keeps that path.
+    """
+    recorded = next((r.chunks for r in prev_r.values() if r.chunks is not None), None)
+    if recorded is not None and recorded.seconds:
+        return plan_chunks(source.duration_seconds, recorded.seconds)
+    if any(k == LADDER or k.startswith(RENDITION_PREFIX) for k in steps) or any(
+        r.phase != StepPhase.PENDING for r in prev_r.values()
+    ):
+        return None
+    return chunk_plan(source, chunk_seconds)
+
+
+def _chunk_progress(
+    obs: StepObservation | None, chunks: list[Chunk], previous: ChunkProgress | None
+) -> ChunkProgress:
+    seconds = int(chunks[1].start - chunks[0].start)
+    total = len(chunks)
+    if obs is None:
+        if previous is not None and previous.total == total:
+            return ChunkProgress.model_validate(previous.model_dump())
+        return ChunkProgress(total=total, seconds=seconds)
+    done = parse_indexes(obs.completed_indexes)
+    if obs.finished == "Complete":
+        done = frozenset(range(total))  # the Job controller's verdict: every index succeeded
+    return ChunkProgress(
+        total=total,
+        seconds=seconds,
+        done=min(total, len(done)),
+        completed_indexes=obs.completed_indexes or None,
+        failed_indexes=obs.failed_indexes or None,
+    )
+
+
+def _chunked_rendition(
+    chunk_obs: StepObservation | None,
+    audio: StepStatus | None,
+    assemble_obs: StepObservation | None,
+    rung: Rung,
+    chunks: list[Chunk],
+    previous: RenditionStatus | None,
+) -> RenditionStatus:
+    """One chunked rung: its chunks' Indexed Job, then its assemble step; once assembled it
+    is exactly a finished unchunked rendition (same output fields)."""
+    if previous is not None and previous.phase.is_final and (
+        assemble_obs is None or _recorded(assemble_obs, previous)
+    ):
+        return RenditionStatus.model_validate(previous.model_dump())
+    progress = _chunk_progress(chunk_obs, chunks, previous.chunks if previous else None)
+    if assemble_obs is not None:
+        status = rendition_status(assemble_obs, rung, previous)
+        status.chunks = progress
+        return status
+    status = RenditionStatus(height=rung.height, chunks=progress)
+    if chunk_obs is not None:
+        status.job = chunk_obs.name
+        status.started_at = chunk_obs.started_at
+        # Retries of indexes count, not the indexes themselves (a StepRetried Event each).
+        status.attempts = 1 + chunk_obs.failed
+        status.phase = step_phase(chunk_obs)
+        if chunk_obs.finished == "Complete":
+            status.phase = StepPhase.RUNNING  # waits for the audio, then assembles
+        elif chunk_obs.finished == "Failed":
+            failed = f"chunk {progress.failed_indexes} " if progress.failed_indexes else ""
+            status.message = _clip(f"{failed}failed: {_failure_message(chunk_obs)}")
+            status.finished_at = chunk_obs.finished_at
+    elif progress.done == progress.total:
+        status.phase = StepPhase.RUNNING  # the chunks' Job is gone (TTL) after it finished
+    if audio is not None and audio.phase == StepPhase.FAILED and not status.phase.is_final:
+        status.phase = StepPhase.FAILED
+        status.message = _clip(f"audio: {audio.message or 'failed'}")
+    return status
+
+
+def _aggregate_chunked(
+    spec: VideoTranscodeSpec,
+    source: ProbeResult,
+    rungs: list[Rung],
+    chunks: list[Chunk],
+    steps: Mapping[str, StepObservation],
+    prev: VideoTranscodeStatus | None,
+    result: Aggregate,
+    renditions: dict[str, RenditionStatus],
+) -> None:
+    """Statuses and next steps of chunked renditions: chunks (one Indexed Job per rung, or one
+    for every rung with SinglePass) and the audio once, then each rung's assembly."""
+    prev_r = (prev.renditions or {}) if prev else {}
+    audio_obs = steps.get(AUDIO)
+    with_audio = source.audio_codec is not None
+    audio: StepStatus | None = None
+    if with_audio:
+        audio = _base(audio_obs, prev.audio if prev else None)
+        if audio_obs is not None and audio.phase == StepPhase.SUCCEEDED and audio_obs.result:
+            # The transcoder found no audio stream after all: assemble video only.
+            with_audio = bool(audio_obs.result.get("audio", True))
+        result.status.audio = audio
+    result.with_audio = with_audio
+    single = spec.strategy == Strategy.SINGLE_PASS
+    for rung in rungs:
+        chunk_obs = steps.get(CHUNKS if single else chunk_step(rung.name))
+        renditions[rung.name] = _chunked_rendition(
+            chunk_obs,
+            audio,
+            steps.get(assemble_step(rung.name)),
+            rung,
+            chunks,
+            prev_r.get(rung.name),
+        )
+    unfinished = [r for r in rungs if not renditions[r.name].phase.is_final]
+    for rung in unfinished:
+        status = renditions[rung.name]
+        progress = status.chunks
+        chunks_done = progress is not None and progress.done == progress.total
+        if status.phase == StepPhase.PENDING and not single:
+            result.to_start[chunk_step(rung.name)] = [rung]
+        audio_done = not with_audio or (audio is not None and audio.phase == StepPhase.SUCCEEDED)
+        if chunks_done and audio_done and assemble_step(rung.name) not in steps:
+            result.to_start[assemble_step(rung.name)] = [rung]
+    if single and any(renditions[r.name].phase == StepPhase.PENDING for r in unfinished):
+        result.to_start[CHUNKS] = unfinished
+    if with_audio and unfinished and audio is not None and audio.phase == StepPhase.PENDING:
+        result.to_start[AUDIO] = unfinished
+    done = sum(r.chunks.done for r in renditions.values() if r.chunks is not None)
+    total = sum(r.chunks.total for r in renditions.values() if r.chunks is not None)
+    result.status.chunks = f"{done}/{total}"
 
 
 def _summarize(
@@ -370,7 +540,13 @@ def _summarize(
     elif status.renditions is None:
         status.progress = 0
     else:
-        share = (100 - _PROBE_WEIGHT) * steps_done // max(steps_total, 1)
+        # A chunked rung in encoding counts its share of chunks done (assembly is the rest).
+        partial = sum(
+            0.9 * r.chunks.done / r.chunks.total
+            for r in renditions.values()
+            if r.chunks is not None and not r.phase.is_final
+        )
+        share = int((100 - _PROBE_WEIGHT) * (steps_done + partial) / max(steps_total, 1))
         status.progress = min(99, _PROBE_WEIGHT + share)
     status.ready = f"{len(done)}/{len(renditions)}" if status.renditions is not None else None
     status.current_step, status.attempts, status.running_since = on_call_summary(status)
@@ -416,6 +592,7 @@ def on_call_summary(status: VideoTranscodeStatus) -> tuple[str | None, int, str 
         PROBE: status.probe,
         **(status.renditions or {}),
         THUMBNAIL: status.thumbnail,
+        AUDIO: status.audio,
     }
     running = {n: s for n, s in steps.items() if s is not None and s.phase == StepPhase.RUNNING}
     attempts = sum(s.attempts for s in steps.values() if s is not None)

@@ -5,6 +5,8 @@ Keys are relative to the bucket:
     videos/<video-id>/<rendition>/video.mp4 and index.m3u8
     videos/<video-id>/thumbnails/poster.jpg, sprite.jpg, storyboard.vtt
     videos/<video-id>/results/<generation>-<spec-hash>/<step>.json   (each finished step's result)
+    videos/<video-id>/chunks/<generation>-<spec-hash>/<rung>/<index>.mp4, …/audio/<kbps>k.mp4
+        (intermediates of chunked renditions, deleted once the transcode is over)
 """
 
 import re
@@ -87,3 +89,18 @@ def step_result_key(video_id: int, generation: int, spec_hash: str, step: str) -
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", name):
         raise ValueError(f"bad step name {step!r}")
     return f"{results_prefix(video_id)}{generation}-{spec_hash}/{name}.json"
+
+
+def chunks_prefix(video_id: int) -> str:
+    """Every chunked run's intermediates of one video (ends with a slash)."""
+    return f"{video_prefix(video_id)}chunks/"
+
+
+def chunk_work(generation: int, spec_hash: str) -> str:
+    """The transcoder's `--work` folder (relative to the video's prefix) of one generation and
+    spec: a superseded run's late pods write beside, never over, the current run's chunks."""
+    if generation < 0:
+        raise ValueError(f"generations are not negative, got {generation}")
+    if not spec_hash or not re.fullmatch(r"[A-Za-z0-9]+", spec_hash):
+        raise ValueError(f"bad spec hash {spec_hash!r}")
+    return f"chunks/{generation}-{spec_hash}"

@@ -193,6 +193,9 @@ class ProbeResult(_Observed):
     height: int = Field(ge=0)
     rotation: int = 0
     fps: float | None = None
+    max_fps: float | None = Field(
+        default=None, description="The stream's r_frame_rate; equal to fps for constant rate."
+    )
     video_codec: str | None = None
     audio_codec: str | None = None
     bitrate: int | None = None
@@ -239,9 +242,22 @@ class StepStatus(_Observed):
     message: str | None = None
 
 
+class ChunkProgress(_Observed):
+    """A chunked rung's encode: its Indexed Job's indexes (`videoflix_core.chunks`)."""
+
+    total: int = Field(ge=1, description="Chunks (indexes) of the rung.")
+    seconds: int = Field(default=0, ge=0, description="The chunk length it was planned with.")
+    done: int = Field(default=0, ge=0, description="Indexes finished (completedIndexes).")
+    completed_indexes: str | None = Field(default=None, description="The Job's, e.g. 0-3,5.")
+    failed_indexes: str | None = Field(default=None, description="Indexes out of retries.")
+
+
 class RenditionStatus(StepStatus):
     height: int | None = None
     output: RenditionOutput | None = None
+    chunks: ChunkProgress | None = Field(
+        default=None, description="Set when the rung is encoded in chunks, then assembled."
+    )
 
 
 class ThumbnailStatus(StepStatus):
@@ -273,6 +289,12 @@ class VideoTranscodeStatus(_Observed):
     probe: StepStatus | None = None
     renditions: dict[str, RenditionStatus] | None = None
     thumbnail: ThumbnailStatus | None = None
+    audio: StepStatus | None = Field(
+        default=None, description="The audio step of chunked rungs (encoded once)."
+    )
+    chunks: str | None = Field(
+        default=None, description="Chunks encoded of all chunked rungs, e.g. 7/12."
+    )
     # For `kubectl get vt -o wide` (what someone on call looks at first), from `on_call_summary`.
     current_step: str | None = Field(default=None, description="Steps running now, e.g. 360p,720p.")
     attempts: int | None = Field(default=None, description="Attempts over all steps, retries too.")

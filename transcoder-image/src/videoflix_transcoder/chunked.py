@@ -10,8 +10,10 @@ the one fragmented MP4 + byte-range playlist that an unchunked rendition publish
 bytes only: decode times shifted to the chunk's place on the timeline (FFmpeg's muxer starts
 every file at 0), audio dealt out to the fragments as FFmpeg interleaves it.
 
-Intermediate keys under the video's prefix: `chunks/<rung>/<index:05d>.mp4` and
-`chunks/audio/<kbps>k.mp4`.
+Intermediate keys under the video's prefix: `<work>/<rung>/<index:05d>.mp4` and
+`<work>/audio/<kbps>k.mp4`, `<work>` being `--work` (default `chunks`; the operator names one
+folder per generation and spec, `chunks/<generation>-<spec-hash>`, so a superseded run's late
+pods can never overwrite the chunks of the current one).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -59,12 +62,23 @@ AUDIO_MP4_FLAGS = "+delay_moov+default_base_moof+global_sidx+cmaf"
 VIDEO_TRACK_ID, AUDIO_TRACK_ID = 1, 2  # as in an unchunked rendition
 
 
-def chunk_key(rung: str, index: int) -> str:
-    return f"chunks/{rung}/{index:05d}.mp4"
+DEFAULT_WORK = "chunks"
+_WORK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,63}){0,3}$")
 
 
-def audio_key(kbps: int) -> str:
-    return f"chunks/audio/{kbps}k.mp4"
+def work_folder(value: str) -> str:
+    """`--work`: a relative folder under `--dest` (no `..`, no absolute path, no empty part)."""
+    if not _WORK.match(value) or any(part.startswith("..") for part in value.split("/")):
+        raise argparse.ArgumentTypeError(f"bad --work {value!r}: e.g. chunks/3-1a2b3c4d")
+    return value
+
+
+def chunk_key(rung: str, index: int, work: str = DEFAULT_WORK) -> str:
+    return f"{work}/{rung}/{index:05d}.mp4"
+
+
+def audio_key(kbps: int, work: str = DEFAULT_WORK) -> str:
+    return f"{work}/audio/{kbps}k.mp4"
 
 
 # --- pure: windows and command lines ---------------------------------------------------------
@@ -271,7 +285,7 @@ def assemble_file(
 
 def encode_chunk(
     ctx: Context, source: str, dest: str, rungs: list[plan.Rung], starts: Sequence[Fraction],
-    index: int, *, preset: str = plan.DEFAULT_PRESET,
+    index: int, *, preset: str = plan.DEFAULT_PRESET, work: str = DEFAULT_WORK,
 ) -> dict[str, Any]:
     """Index `index`: every rung of its window from one decode, `chunks/<rung>/<index>.mp4`."""
     win = window(starts, index)
@@ -280,8 +294,8 @@ def encode_chunk(
     info = probe_file(path)
     if win.start >= Fraction(info.duration_seconds):
         raise BadInput(f"chunk {index} starts at {float(win.start):g} s, after the source ends")
-    work = ctx.scratch / "chunks"
-    files = [work / r.name / f"{index:05d}.mp4" for r in rungs]
+    local = ctx.scratch / "chunks"
+    files = [local / r.name / f"{index:05d}.mp4" for r in rungs]
     outputs = plan.plan_outputs(info, rungs, [str(f) for f in files])
     for file in files:
         file.parent.mkdir(parents=True, exist_ok=True)
@@ -302,7 +316,7 @@ def encode_chunk(
         if frames[rung.name] == 0:
             raise TransientError(f"{rung.name}: chunk {index} has no frames")
     keys = ctx.storage.publish(
-        [(f, chunk_key(r.name, index)) for r, f in zip(rungs, files, strict=True)],
+        [(f, chunk_key(r.name, index, work)) for r, f in zip(rungs, files, strict=True)],
         dest_location,
     )
     return {"chunk": {
@@ -316,7 +330,9 @@ def encode_chunk(
     }}
 
 
-def encode_audio(ctx: Context, source: str, dest: str, bitrates: Sequence[int]) -> dict[str, Any]:
+def encode_audio(
+    ctx: Context, source: str, dest: str, bitrates: Sequence[int], work: str = DEFAULT_WORK
+) -> dict[str, Any]:
     """The whole audio track once per distinct bitrate; `{"audio": []}` for a silent source."""
     dest_location = parse_uri(dest, prefix=True)
     path = ctx.storage.fetch(parse_uri(source), ctx.scratch)
@@ -324,9 +340,9 @@ def encode_audio(ctx: Context, source: str, dest: str, bitrates: Sequence[int]) 
     if info.audio_index is None:
         return {"audio": []}
     kbps = sorted(set(bitrates))
-    work = ctx.scratch / "audio"
-    work.mkdir(parents=True, exist_ok=True)
-    files = [work / f"{k}k.mp4" for k in kbps]
+    local = ctx.scratch / "audio"
+    local.mkdir(parents=True, exist_ok=True)
+    files = [local / f"{k}k.mp4" for k in kbps]
     started = time.monotonic()
     run_ffmpeg(
         audio_argv(str(path), info, list(zip(kbps, map(str, files), strict=True)),
@@ -335,7 +351,7 @@ def encode_audio(ctx: Context, source: str, dest: str, bitrates: Sequence[int]) 
     )
     encode_seconds = round(time.monotonic() - started, 3)
     keys = ctx.storage.publish(
-        [(f, audio_key(k)) for k, f in zip(kbps, files, strict=True)], dest_location
+        [(f, audio_key(k, work)) for k, f in zip(kbps, files, strict=True)], dest_location
     )
     return {"audio": [
         {"bitrate": k, "file": key, "encodeSeconds": encode_seconds}
@@ -344,22 +360,23 @@ def encode_audio(ctx: Context, source: str, dest: str, bitrates: Sequence[int]) 
 
 
 def assemble(
-    ctx: Context, dest: str, name: str, starts: Sequence[Fraction], audio_kbps: int | None
+    ctx: Context, dest: str, name: str, starts: Sequence[Fraction], audio_kbps: int | None,
+    work: str = DEFAULT_WORK,
 ) -> dict[str, Any]:
     """Join `chunks/<name>/*` (+ the audio) into `<name>/video.mp4` + `index.m3u8`: I/O only."""
     dest_location = parse_uri(dest, prefix=True)
     inputs = ctx.scratch / "in"
     started = time.monotonic()
     chunk_files = [
-        _fetch(ctx, dest_location, chunk_key(name, i), inputs / f"{name}-{i:05d}")
+        _fetch(ctx, dest_location, chunk_key(name, i, work), inputs / f"{name}-{i:05d}")
         for i in range(len(starts))
     ]
     audio = None
     if audio_kbps is not None:
-        audio = _fetch(ctx, dest_location, audio_key(audio_kbps), inputs / "audio")
-    work = ctx.scratch / "out" / name
-    work.mkdir(parents=True, exist_ok=True)
-    file = work / "video.mp4"
+        audio = _fetch(ctx, dest_location, audio_key(audio_kbps, work), inputs / "audio")
+    local = ctx.scratch / "out" / name
+    local.mkdir(parents=True, exist_ok=True)
+    file = local / "video.mp4"
     try:
         assemble_file(file, chunk_files, starts, audio)
     except Mp4LayoutError as exc:
@@ -395,6 +412,8 @@ def add_parsers(
             p.add_argument("--source", required=True, help="s3://bucket/key or a local path")
         p.add_argument("--dest", required=True, help="output prefix: s3://bucket/videos/42/")
         p.add_argument("--result-to", help="also store the result JSON here, last")
+        p.add_argument("--work", type=work_folder, default=DEFAULT_WORK,
+                       help="folder of the intermediates under --dest (default: chunks)")
 
     chunk = sub.add_parser("chunk", help="encode one chunk of every rung (video only)")
     common(chunk)
@@ -438,7 +457,7 @@ def run(ctx: Context, args: argparse.Namespace, env: Mapping[str, str] = os.envi
             for name, width, height in args.rungs
         ]
         return encode_chunk(ctx, args.source, args.dest, rungs, args.starts,
-                            chunk_index(args.index, env), preset=args.preset)
+                            chunk_index(args.index, env), preset=args.preset, work=args.work)
     if args.command == "audio":
-        return encode_audio(ctx, args.source, args.dest, args.bitrates)
-    return assemble(ctx, args.dest, args.name, args.starts, args.audio_bitrate)
+        return encode_audio(ctx, args.source, args.dest, args.bitrates, args.work)
+    return assemble(ctx, args.dest, args.name, args.starts, args.audio_bitrate, args.work)

@@ -83,6 +83,8 @@ class ProbeResult:
             "height": self.height,
             "rotation": self.rotation,
             "fps": None if self.fps is None else round(self.fps, 3),
+            # The stream rate: equal to fps for constant rate (the operator chunks only those).
+            "maxFps": None if self.max_fps is None else round(self.max_fps, 3),
             "videoCodec": self.video_codec,
             "audioCodec": self.audio_codec,
             "bitrate": self.bitrate,
