@@ -196,6 +196,7 @@ def test_spec_change_supersedes_old_jobs_and_outputs() -> None:
         "videos/42/360p/",
         "videos/42/thumbnails/",
         "videos/42/results/",
+        "videos/42/chunks/",
         "videos/42/source/",
     }
     assert a.keep_keys == {"videos/42/source/b.mp4"}

@@ -13,8 +13,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from videoflix_core import storage
+from videoflix_core.chunks import Chunk, default_audio_kbps, starts_arg
 from videoflix_core.ladder import Rung
-from videoflix_core.status import LADDER, PROBE, RENDITION_PREFIX, THUMBNAIL
+from videoflix_core.status import (
+    ASSEMBLE_PREFIX,
+    AUDIO,
+    CHUNKS,
+    CHUNKS_PREFIX,
+    LADDER,
+    PROBE,
+    RENDITION_PREFIX,
+    THUMBNAIL,
+)
 from videoflix_core.status import spec_hash as hash_of_spec
 from videoflix_core.transcode import (
     ANNOTATION_PRIORITY,
@@ -39,15 +49,40 @@ BAD_INPUT_EXIT_CODE = 2
 _LABEL_SAFE = re.compile(r"[^a-z0-9-]+")
 
 
+CHUNK_KIND = "chunk"
+ASSEMBLE_KIND = "assemble"
+
+
 def step_kind(step: str) -> str:
-    """probe | rendition | ladder | thumbnail (the `videoflix.io/step` label)."""
-    return "rendition" if step.startswith(RENDITION_PREFIX) else step
+    """probe | rendition | ladder | thumbnail | chunk | audio | assemble (the
+    `videoflix.io/step` label)."""
+    if step.startswith(RENDITION_PREFIX):
+        return "rendition"
+    if step == CHUNKS or step.startswith(CHUNKS_PREFIX):
+        return CHUNK_KIND
+    if step.startswith(ASSEMBLE_PREFIX):
+        return ASSEMBLE_KIND
+    return step
+
+
+def step_rendition(step: str) -> str:
+    """The rung a step is for ("" for probe, thumbnail, ladder, audio, SinglePass chunks)."""
+    for prefix in (RENDITION_PREFIX, CHUNKS_PREFIX, ASSEMBLE_PREFIX):
+        if step.startswith(prefix):
+            return step[len(prefix) :]
+    return ""
 
 
 def step_suffix(step: str) -> str:
     if step.startswith(RENDITION_PREFIX):
         return step[len(RENDITION_PREFIX) :]
-    return {PROBE: "probe", THUMBNAIL: "thumb", LADDER: "ladder"}[step]
+    if step.startswith(CHUNKS_PREFIX):
+        return "chunks-" + step[len(CHUNKS_PREFIX) :]
+    if step.startswith(ASSEMBLE_PREFIX):
+        return "join-" + step[len(ASSEMBLE_PREFIX) :]
+    return {PROBE: "probe", THUMBNAIL: "thumb", LADDER: "ladder", CHUNKS: "chunks", AUDIO: "audio"}[
+        step
+    ]
 
 
 def job_name(cr_name: str, spec_hash: str, step: str) -> str:
@@ -66,7 +101,7 @@ def job_name(cr_name: str, spec_hash: str, step: str) -> str:
 
 
 def labels(cr_name: str, spec: VideoTranscodeSpec, spec_hash: str, step: str) -> dict[str, str]:
-    rendition = step[len(RENDITION_PREFIX) :] if step.startswith(RENDITION_PREFIX) else ""
+    rendition = step_rendition(step)
     return {
         "app.kubernetes.io/name": "videoflix-transcoder",
         "app.kubernetes.io/instance": cr_name[:MAX_NAME],
@@ -91,16 +126,47 @@ class Owner:
     created: str = ""  # creationTimestamp: queued Jobs of older videos go first
 
 
-def transcoder_args(step: str, spec: VideoTranscodeSpec, rungs: Sequence[Rung]) -> list[str]:
+def audio_kbps(rung: Rung) -> int:
+    return rung.audio_bitrate if rung.audio_bitrate is not None else default_audio_kbps(rung.height)
+
+
+def transcoder_args(
+    step: str,
+    spec: VideoTranscodeSpec,
+    rungs: Sequence[Rung],
+    chunks: Sequence[Chunk] = (),
+    with_audio: bool = True,
+) -> list[str]:
     """The transcoder CLI for one step (see the transcoder's CLI contract)."""
     source = f"s3://{spec.source.bucket}/{spec.source.key}"
     dest = f"s3://{spec.source.bucket}/{storage.video_prefix(spec.video_id)}"
+    current = hash_of_spec(spec)
     # The result also lands in storage, so it outlives the pod (videoflix_core.results).
-    key = storage.step_result_key(
-        spec.video_id, spec.transcode_generation, hash_of_spec(spec), step
-    )
+    key = storage.step_result_key(spec.video_id, spec.transcode_generation, current, step)
     result = ["--result-to", f"s3://{spec.source.bucket}/{key}"]
+    work = ["--work", storage.chunk_work(spec.transcode_generation, current)]
     kind = step_kind(step)
+    if kind == CHUNK_KIND:
+        # No --result-to: every index would write the one key, and the Job's own verdict and
+        # completedIndexes are what counts. The index comes from JOB_COMPLETION_INDEX.
+        args = ["chunk", "--source", source, "--dest", dest, *work]
+        args += ["--starts", starts_arg(list(chunks))]
+        for rung in rungs:
+            width, height = rung.planned_size
+            args += ["--rung", f"{rung.name}:{width}x{height}"]
+        return args
+    if kind == AUDIO:
+        args = ["audio", "--source", source, "--dest", dest, *work, *result]
+        for kbps in sorted({audio_kbps(r) for r in rungs}):
+            args += ["--bitrate", str(kbps)]
+        return args
+    if kind == ASSEMBLE_KIND:
+        [rung] = rungs
+        args = ["assemble", "--dest", dest, *work, *result, "--name", rung.name]
+        args += ["--starts", starts_arg(list(chunks))]
+        if with_audio:
+            args += ["--audio-bitrate", str(audio_kbps(rung))]
+        return args
     if kind == PROBE:
         return ["probe", "--source", source, *result]
     if kind == THUMBNAIL:
@@ -141,7 +207,45 @@ def _deadline(settings: OperatorSettings, step: str) -> int:
 
 def _resources_key(step: str) -> str:
     kind = step_kind(step)
+    if kind == CHUNK_KIND:
+        # A rung's chunk encodes like its rendition; SinglePass chunks like the ladder.
+        return step_rendition(step) or LADDER
     return step[len(RENDITION_PREFIX) :] if kind == "rendition" else kind
+
+
+def indexed_spec(completions: int, settings: OperatorSettings) -> dict[str, Any]:
+    """The Indexed Job fields of a chunked step: each index retried alone within its own
+    budget, a bad-input exit (2) fails its index at once, and one index out of retries fails
+    the Job (maxFailedIndexes 0: the rung cannot be assembled, so the other indexes stop).
+    `backoffLimit` stays unset: with `backoffLimitPerIndex` the API server defaults it to the
+    maximum, and a Job-wide limit would let one flaky index use up the others' retries."""
+    return {
+        "completionMode": "Indexed",
+        "completions": completions,
+        # Never more than the cap: the scheduler releases a Job only when all its pods fit.
+        "parallelism": max(
+            1, min(settings.chunk_parallelism, settings.max_running_jobs, completions)
+        ),
+        "backoffLimitPerIndex": settings.backoff_limit,
+        "maxFailedIndexes": 0,
+        "podReplacementPolicy": "Failed",
+        "podFailurePolicy": {
+            "rules": [
+                {
+                    "action": "FailIndex",
+                    "onExitCodes": {
+                        "containerName": CONTAINER,
+                        "operator": "In",
+                        "values": [BAD_INPUT_EXIT_CODE],
+                    },
+                },
+                {
+                    "action": "Ignore",
+                    "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+                },
+            ]
+        },
+    }
 
 
 def build_job(
@@ -152,15 +256,19 @@ def build_job(
     step: str,
     rungs: Sequence[Rung],
     settings: OperatorSettings,
+    chunks: Sequence[Chunk] = (),
+    with_audio: bool = True,
 ) -> dict[str, Any]:
-    """The Job for one step, created suspended: the scheduler alone releases Jobs under the cap."""
+    """The Job for one step, created suspended: the scheduler alone releases Jobs under the cap.
+
+    A chunk step is an Indexed Job with one index per chunk (`indexed_spec`)."""
     name = job_name(owner.name, spec_hash, step)
     job_labels = labels(owner.name, spec, spec_hash, step)
     container = {
         "name": CONTAINER,
         "image": settings.transcoder_image,
         "imagePullPolicy": settings.image_pull_policy,
-        "args": transcoder_args(step, spec, rungs),
+        "args": transcoder_args(step, spec, rungs, chunks, with_audio),
         "env": [
             {"name": "VIDEOFLIX_SCRATCH_DIR", "value": SCRATCH_DIR},
             {
@@ -190,7 +298,7 @@ def build_job(
             {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - a private emptyDir, not host /tmp
         ],
     }
-    return {
+    job: dict[str, Any] = {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
@@ -260,3 +368,9 @@ def build_job(
             },
         },
     }
+    if step_kind(step) == CHUNK_KIND:
+        if len(chunks) < 2:
+            raise ValueError(f"{step}: a chunked step needs a plan of two or more chunks")
+        del job["spec"]["backoffLimit"]
+        job["spec"].update(indexed_spec(len(chunks), settings))
+    return job

@@ -98,6 +98,9 @@ def _default_resources() -> dict[str, Resources]:
         "ladder": Resources(
             requests={"cpu": "1", "memory": "1Gi"}, limits={"cpu": "2", "memory": "3Gi"}
         ),
+        # Chunked renditions: the audio encode and the I/O-only assembly are small.
+        "audio": small,
+        "assemble": small,
     }
 
 
@@ -136,6 +139,14 @@ class OperatorSettings(BaseSettings):
     probe_deadline_seconds: int = Field(default=300, ge=1)
     rendition_deadline_seconds: int = Field(default=3600, ge=1)
     thumbnail_deadline_seconds: int = Field(default=600, ge=1)
+    # Chunked renditions (issue 14): a constant-rate source longer than one chunk is encoded
+    # as an Indexed Job of chunks of this length (rounded to the 2 s keyframe grid), the audio
+    # once, then assembled. 0 = off (every rung one pod, as before) until the integrator turns
+    # it on; `videoflix_core.chunks.DEFAULT_CHUNK_SECONDS` (20) is the measured choice.
+    chunk_seconds: float = Field(default=0.0, ge=0)
+    chunk_parallelism: int = Field(
+        default=4, ge=1, description="Pods of one chunked Job at once (also capped by the cap)."
+    )
     scratch_size_limit: str = "20Gi"
     run_as_user: int = 10001
     # Reconcile loop

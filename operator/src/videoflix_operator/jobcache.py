@@ -34,7 +34,12 @@ Key = tuple[str, str]  # (namespace, name)
 # The conditions plan() and the scheduler read; the rest (SuccessCriteriaMet, …) are dropped.
 _CONDITIONS = ("Complete", "Failed")
 _ANNOTATIONS = (ANNOTATION_PRIORITY, ANNOTATION_SUBMITTED)
-_STATUS = ("active", "succeeded", "failed", "startTime", "completionTime")
+_STATUS = (
+    "active", "succeeded", "failed", "startTime", "completionTime",
+    "completedIndexes", "failedIndexes",  # Indexed Jobs (chunked renditions)
+)
+# The spec fields the scheduler counts an Indexed Job's pods by (`plan.job_pods`).
+_SPEC = ("parallelism", "completions", "completionMode")
 
 
 def slim_job(job: Mapping[str, Any]) -> Obj:
@@ -42,6 +47,7 @@ def slim_job(job: Mapping[str, Any]) -> Obj:
     meta = job.get("metadata") or {}
     annotations = meta.get("annotations") or {}
     status = job.get("status") or {}
+    spec = job.get("spec") or {}
     slim_status: Obj = {k: status[k] for k in _STATUS if status.get(k) is not None}
     conditions = [
         {
@@ -63,7 +69,10 @@ def slim_job(job: Mapping[str, Any]) -> Obj:
             "creationTimestamp": meta.get("creationTimestamp"),
             "resourceVersion": meta.get("resourceVersion"),
         },
-        "spec": {"suspend": bool((job.get("spec") or {}).get("suspend"))},
+        "spec": {
+            "suspend": bool(spec.get("suspend")),
+            **{k: spec[k] for k in _SPEC if spec.get(k) is not None},
+        },
         "status": slim_status,
     }
 

@@ -12,7 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from videoflix_core import storage
+from videoflix_core.chunks import parse_indexes
 from videoflix_core.status import (
+    ASSEMBLE_PREFIX,
+    AUDIO,
+    CHUNKS,
+    CHUNKS_PREFIX,
     RENDITION_PREFIX,
     StepObservation,
     aggregate,
@@ -32,7 +37,7 @@ from videoflix_core.transcode import (
     VideoTranscodeStatus,
 )
 
-from videoflix_operator.builders import Owner, build_job, job_name
+from videoflix_operator.builders import ASSEMBLE_KIND, CHUNK_KIND, Owner, build_job, job_name
 from videoflix_operator.config import OperatorSettings
 
 Obj = Mapping[str, Any]
@@ -63,10 +68,14 @@ def step_key(job: Obj) -> str | None:
     """The status step a Job stands for, from its labels."""
     job_labels = job.get("metadata", {}).get("labels") or {}
     kind = job_labels.get(LABEL_STEP)
+    rendition = job_labels.get(LABEL_RENDITION)
     if kind == "rendition":
-        rendition = job_labels.get(LABEL_RENDITION)
         return RENDITION_PREFIX + rendition if rendition else None
-    return kind if kind in ("probe", "thumbnail", "ladder") else None
+    if kind == CHUNK_KIND:
+        return CHUNKS_PREFIX + rendition if rendition else CHUNKS  # "": SinglePass, every rung
+    if kind == ASSEMBLE_KIND:
+        return ASSEMBLE_PREFIX + rendition if rendition else None
+    return kind if kind in ("probe", "thumbnail", "ladder", AUDIO) else None
 
 
 def _condition(job: Obj, kind: str) -> Obj | None:
@@ -119,6 +128,8 @@ def observe_job(job: Obj, result: Mapping[str, Any] | None) -> StepObservation:
         started_at=status.get("startTime"),
         finished_at=status.get("completionTime") or (decided or {}).get("lastTransitionTime"),
         result=result,
+        completed_indexes=status.get("completedIndexes"),
+        failed_indexes=status.get("failedIndexes"),
     )
 
 
@@ -203,12 +214,20 @@ def plan(
         now=now,
         generation=observed.generation,
         ladder=settings.ladder_rungs(),
+        chunk_seconds=settings.chunk_seconds,
     )
     actions.status = agg.status
     for step, rungs in agg.to_start.items():
         actions.create.append(
             build_job(
-                owner=owner, spec=spec, spec_hash=current, step=step, rungs=rungs, settings=settings
+                owner=owner,
+                spec=spec,
+                spec_hash=current,
+                step=step,
+                rungs=rungs,
+                settings=settings,
+                chunks=agg.chunks,
+                with_audio=agg.with_audio,
             )
         )
 
@@ -220,10 +239,21 @@ def plan(
             *(storage.rendition_prefix(spec.video_id, n) for n in (previous.renditions or {})),
             storage.thumbnails_prefix(spec.video_id),
             storage.results_prefix(spec.video_id),
+            storage.chunks_prefix(spec.video_id),
             f"{prefix}source/",
         ]
         actions.keep_keys = {spec.source.key}
         actions.events.append(EventNote("Normal", "Superseded", "Spec changed: restarting"))
+    elif agg.chunks and agg.status.phase.is_final and (
+        previous is None or not previous.phase.is_final
+    ):
+        # The chunks and the audio file are in the assembled files now (or useless after a
+        # failure): once, when the transcode ends, so a finished CR costs no LIST per pass.
+        actions.delete_prefixes = [
+            storage.video_prefix(spec.video_id)
+            + storage.chunk_work(spec.transcode_generation, current)
+            + "/"
+        ]
     # No Event per created Job or ready rendition: on the happy path only phase changes are
     # posted (a CR's Events are API writes, and 10,000 CRs made them most of the traffic).
     actions.events += transition_events(
@@ -324,13 +354,27 @@ def _priority(job: Obj) -> int:
         return 0
 
 
+def job_pods(job: Obj) -> int:
+    """The pods a Job runs at once: 1, or an Indexed Job's parallelism while that many of its
+    indexes are left (the cap counts pods, so a chunked rung cannot take the whole cluster)."""
+    spec = job.get("spec") or {}
+    completions = spec.get("completions")
+    if completions is None or spec.get("completionMode") != "Indexed":
+        return 1  # every other Job of ours is one pod
+    parallelism = int(spec.get("parallelism") or 1)
+    done = len(parse_indexes((job.get("status") or {}).get("completedIndexes")))
+    return max(1, min(parallelism, int(completions) - done))
+
+
 def select_releases(jobs: Iterable[Obj], cap: int) -> tuple[list[tuple[str, str]], int, int]:
     """Which suspended Jobs to release: (namespace, name) list, plus running and queued counts.
 
-    Running = unsuspended and unfinished. Released highest priority first, then oldest video
-    (then oldest Job): a flood of uploads cannot starve an urgent one, nothing waits forever
-    behind newer work, and each video finishes as early as it can instead of every video's probe
-    running before anyone's renditions.
+    Running = the pods of unsuspended, unfinished Jobs (`job_pods`). Released highest priority
+    first, then oldest video (then oldest Job): a flood of uploads cannot starve an urgent one,
+    nothing waits forever behind newer work, and each video finishes as early as it can instead
+    of every video's probe running before anyone's renditions. A Job whose pods do not fit in
+    the free slots waits, and so does everything behind it (a wide Job is never starved by a
+    stream of narrow ones).
     """
     running = 0
     queued: list[Obj] = []
@@ -340,7 +384,7 @@ def select_releases(jobs: Iterable[Obj], cap: int) -> tuple[list[tuple[str, str]
         if (job.get("spec") or {}).get("suspend"):
             queued.append(job)
         else:
-            running += 1
+            running += job_pods(job)
     queued.sort(
         key=lambda j: (
             -_priority(j),
@@ -351,5 +395,11 @@ def select_releases(jobs: Iterable[Obj], cap: int) -> tuple[list[tuple[str, str]
         )
     )
     free = max(0, cap - running)
-    chosen = [(str(j["metadata"]["namespace"]), str(j["metadata"]["name"])) for j in queued[:free]]
+    chosen: list[tuple[str, str]] = []
+    for job in queued:
+        pods = min(job_pods(job), cap)  # wider than the cap (a lowered cap): it runs alone
+        if pods > free:
+            break
+        free -= pods
+        chosen.append((str(job["metadata"]["namespace"]), str(job["metadata"]["name"])))
     return chosen, running, len(queued)

@@ -28,6 +28,7 @@ from videoflix_core.results import (
 )
 from videoflix_core.status import (
     Outcome,
+    is_chunk_step,
     live_progress,
     outcome,
     parse_progress,
@@ -329,6 +330,9 @@ class Reconciler:
                 or key is None
                 or (job["metadata"].get("labels") or {}).get(LABEL_SPEC_HASH) != current
                 or step_recorded(previous, current, key)
+                # An Indexed Job's verdict and completedIndexes say it all; its pods' results
+                # (one per index) are not read, so a pod-less finished Job is never re-run.
+                or is_chunk_step(key)
             ):
                 continue
             if job_name in self._results:  # a finished Job's result never changes
