@@ -1,5 +1,7 @@
 """Entry point of the test image `videoflix-flaky-transcoder`: the real transcoder, except that the
-first attempt of every Job whose name ends in `-360p` dies like a crashed node would (exit 137).
+first attempt of every Job whose name ends in `-360p`, and of index 3 of every chunked rendition's
+Indexed Job (`…-chunks-<rung>`, pod `<job>-<index>-<random>`), dies like a crashed node would
+(exit 137).
 
 The transcoder runs for real; only the failure is injected, so the test proves the Job controller
 retries a transient failure and the operator reports the attempt count.
@@ -15,7 +17,8 @@ from pathlib import Path
 pod = os.environ.get("HOSTNAME", "")
 job = pod.rsplit("-", 1)[0]
 marker = Path(os.environ["VIDEOFLIX_FLAKY_DIR"]) / job
-if job.endswith("-360p") and not marker.exists():
+flaky_index = "-chunks" in job and os.environ.get("JOB_COMPLETION_INDEX") == "3"
+if (job.endswith("-360p") or flaky_index) and not marker.exists():
     marker.write_text(pod)
     sys.stderr.write("simulated transient failure (node lost)\n")
     sys.exit(137)
