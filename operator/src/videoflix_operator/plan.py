@@ -21,6 +21,7 @@ from videoflix_core.status import (
     RENDITION_PREFIX,
     StepObservation,
     aggregate,
+    is_chunk_step,
     parse_result,
     spec_hash,
 )
@@ -142,6 +143,8 @@ def progress_pods(pods: Iterable[Obj], spec_hash: str | None) -> list[tuple[str,
         key = step_key(pod)
         if (pod.get("status") or {}).get("phase") != "Running" or key is None:
             continue
+        if is_chunk_step(key):
+            continue  # one index's percent says little: a chunked rung counts its indexes
         if spec_hash is not None and pod_labels.get(LABEL_SPEC_HASH) != spec_hash:
             continue
         chosen.append((str(pod["metadata"]["name"]), key))
