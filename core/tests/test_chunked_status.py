@@ -134,6 +134,7 @@ def test_counts_come_from_completed_indexes_and_assembly_waits_for_chunks_and_au
     assert r.phase == StepPhase.RUNNING and r.chunks.done == 4
     assert r.chunks.completed_indexes == "0-2,4" and r.attempts == 1
     assert agg.status.phase == Phase.TRANSCODING
+    assert agg.status.message == "0/2 renditions ready, 4/12 chunks encoded"
     chunks_done = done("j-chunks-120p", completed_indexes="0-5")
     agg = run({PROBE: probe(), chunk_step("120p"): chunks_done})
     assert assemble_step("120p") not in agg.to_start  # the audio is not there yet
@@ -181,6 +182,15 @@ def test_an_index_out_of_retries_fails_the_rung_with_the_index_and_reason() -> N
     assert r.phase == StepPhase.FAILED and r.message is not None
     assert r.message.startswith("chunk 3 failed: ") and "failed indexes" in r.message
     assert agg.status.phase == Phase.FAILED and agg.to_start == {}
+    # The failed pod's own reason wins over the Job controller's summary.
+    with_reason = StepObservation(
+        name="j-chunks-120p", failed=1, finished="Failed", reason="MaxFailedIndexesExceeded",
+        failed_indexes="3", result={"error": "chunk 3 starts at 30 s, after the source ends"},
+    )
+    agg = run({PROBE: probe(), chunk_step("120p"): with_reason})
+    assert agg.status.renditions["120p"].message == (
+        "chunk 3 failed: chunk 3 starts at 30 s, after the source ends"
+    )
 
 
 def test_a_failed_audio_fails_every_chunked_rung() -> None:

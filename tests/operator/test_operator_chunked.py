@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.procs import wait_until
 from tests.operator.conftest import Platform
 
 pytestmark = pytest.mark.cluster
@@ -98,6 +99,13 @@ def test_a_60s_source_in_10s_chunks_is_frame_exact_and_a_failed_index_retries_al
     assert {i: sorted(ph) for i, ph in phases.items()} == {
         i: ["Failed", "Succeeded"] if i == 3 else ["Succeeded"] for i in range(6)
     }
+
+    # kopf posts Events in the background: the retry of the index is told once.
+    wait_until(
+        lambda: "StepRetried" in {e["reason"] for e in p.events(name)}, "the StepRetried Event"
+    )
+    retried = [e["message"] for e in p.events(name) if e["reason"] == "StepRetried"]
+    assert retried == ["Step 120p failed transiently; attempt 2 started"]
 
     row = p.video(vid)
     assert row.processing_state == "ready"

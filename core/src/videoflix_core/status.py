@@ -534,6 +534,8 @@ def _summarize(
     else:
         status.phase = Phase.TRANSCODING
         status.message = f"{len(done)}/{len(renditions)} renditions ready"
+        if status.chunks is not None:
+            status.message += f", {status.chunks} chunks encoded"
 
     if status.phase == Phase.SUCCEEDED:
         status.progress = 100

@@ -330,9 +330,10 @@ class Reconciler:
                 or key is None
                 or (job["metadata"].get("labels") or {}).get(LABEL_SPEC_HASH) != current
                 or step_recorded(previous, current, key)
-                # An Indexed Job's verdict and completedIndexes say it all; its pods' results
-                # (one per index) are not read, so a pod-less finished Job is never re-run.
-                or is_chunk_step(key)
+                # A completed Indexed Job's verdict and completedIndexes say it all; its pods'
+                # results (one per index) are not read, so a pod-less one is never re-run. A
+                # failed one's last failed pod gives the reason.
+                or (is_chunk_step(key) and job_verdict(job) == "Complete")
             ):
                 continue
             if job_name in self._results:  # a finished Job's result never changes
