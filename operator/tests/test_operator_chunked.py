@@ -62,6 +62,7 @@ def test_a_chunked_rung_is_one_indexed_job_with_a_per_index_budget() -> None:
     assert args == [
         "chunk", "--source", "s3://media/videos/42/source/a.mp4", "--dest", "s3://media/videos/42/",
         "--work", work, "--starts", "0,10,20,30,40,50", "--rung", "120p:214x120",
+        "--maxrate", "250", "--bufsize", "500",  # its video rates, as unchunked (audio: own step)
     ]  # fmt: skip
     assert "--result-to" not in args and "--index" not in args  # JOB_COMPLETION_INDEX
     assert job["metadata"]["name"] == job_name("video-42", spec_hash(spec()), chunk_step("120p"))
@@ -94,7 +95,8 @@ def test_audio_and_assemble_are_single_pod_jobs_with_their_results_stored() -> N
     assert "--audio-bitrate" not in silent["spec"]["template"]["spec"]["containers"][0]["args"]
     single = build(CHUNKS, [RUNG, other])
     assert step_key(single) == CHUNKS
-    assert single["spec"]["template"]["spec"]["containers"][0]["args"].count("--rung") == 2
+    single_args = single["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert single_args.count("--rung") == 2 and "--maxrate" not in single_args  # as `ladder`
 
 
 def test_plan_creates_the_chunks_and_audio_then_the_assembly() -> None:

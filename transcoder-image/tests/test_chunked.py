@@ -372,3 +372,16 @@ def test_chunk_and_assembly_through_s3(
     joined = tmp_path / "video.mp4"
     client.download_file(s3_bucket, "videos/7/120p/video.mp4", str(joined))
     assert joined.read_bytes() == encoded.chunked["120p"].read_bytes()
+
+
+def test_a_chunk_takes_its_rungs_video_rates(encoded: Encoded, tx: Any, tmp_path: Path) -> None:
+    """The operator's chunks Job of one rung passes that rung's rates, as `rendition` gets them:
+    x264 records its VBV settings in the stream, so they are read back from the chunk."""
+    run = tx.transcoder("chunk", "--source", str(encoded.source), "--dest", str(tmp_path),
+                        "--starts", STARTS, "--index", "2", "--rung", "120p:214x120",
+                        "--maxrate", "300", "--bufsize", "700")
+    assert run.code == 0, run.stderr
+    data = (tmp_path / "chunks" / "120p" / "00002.mp4").read_bytes()
+    assert b"vbv_maxrate=300" in data and b"vbv_bufsize=700" in data
+    default = encoded.chunked["120p"].parent.parent / "chunks" / "120p" / "00002.mp4"
+    assert b"vbv_maxrate=250" in default.read_bytes()  # the 120p default it replaced

@@ -126,6 +126,14 @@ class Owner:
     created: str = ""  # creationTimestamp: queued Jobs of older videos go first
 
 
+def _video_rate_args(rung: Rung) -> list[str]:
+    args = rung.cli_args()
+    if "--audio-bitrate" in args:
+        at = args.index("--audio-bitrate")
+        del args[at : at + 2]
+    return args
+
+
 def audio_kbps(rung: Rung) -> int:
     return rung.audio_bitrate if rung.audio_bitrate is not None else default_audio_kbps(rung.height)
 
@@ -154,6 +162,11 @@ def transcoder_args(
         for rung in rungs:
             width, height = rung.planned_size
             args += ["--rung", f"{rung.name}:{width}x{height}"]
+        if step != CHUNKS:
+            # One rung: its video rates, as its unchunked rendition would get them (the audio
+            # rate goes to the audio step). SinglePass, like `ladder`, keeps the defaults.
+            [rung] = rungs
+            args += _video_rate_args(rung)
         return args
     if kind == AUDIO:
         args = ["audio", "--source", source, "--dest", dest, *work, *result]

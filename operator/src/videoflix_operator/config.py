@@ -132,7 +132,7 @@ class OperatorSettings(BaseSettings):
     job_priority_class_name: str = Field(default="", max_length=253)
     ladder: list[LadderRung] | None = None
     max_running_jobs: int = Field(
-        default=4, ge=1, description="Cap on unsuspended, unfinished Jobs."
+        default=4, ge=1, description="Cap on the pods of unsuspended, unfinished Jobs."
     )
     job_ttl_seconds: int = Field(default=3600, ge=0)
     backoff_limit: int = Field(default=2, ge=0)

@@ -424,6 +424,11 @@ def add_parsers(
     chunk.add_argument("--rung", required=True, action="append", type=rung_type, dest="rungs")
     chunk.add_argument("--preset", default=plan.DEFAULT_PRESET, help="x264 preset")
     chunk.add_argument("--crf", type=int, help=f"x264 CRF (default {plan.DEFAULT_CRF})")
+    # The `rendition` step's rate overrides, for every rung of the chunk (the operator's
+    # chunks Job of one rung passes that rung's; SinglePass, like `ladder`, passes none).
+    chunk.add_argument("--video-bitrate", type=int, help="kbit/s: ABR instead of capped CRF")
+    chunk.add_argument("--maxrate", type=int, help="kbit/s cap")
+    chunk.add_argument("--bufsize", type=int, help="kbit/s VBV buffer (default 2x maxrate)")
     audio = sub.add_parser("audio", help="encode the whole audio track once per bitrate")
     common(audio)
     audio.add_argument("--bitrate", required=True, action="append", type=int, dest="bitrates",
@@ -453,7 +458,10 @@ def run(ctx: Context, args: argparse.Namespace, env: Mapping[str, str] = os.envi
         if len(set(names)) != len(names):
             raise BadInput(f"duplicate rung names in {names}")
         rungs = [
-            plan.with_overrides(plan.default_rung(name, width, height), crf=args.crf)
+            plan.with_overrides(
+                plan.default_rung(name, width, height), video_kbps=args.video_bitrate,
+                maxrate_kbps=args.maxrate, bufsize_kbps=args.bufsize, crf=args.crf,
+            )
             for name, width, height in args.rungs
         ]
         return encode_chunk(ctx, args.source, args.dest, rungs, args.starts,
