@@ -169,6 +169,10 @@ def test_the_job_cache_keeps_what_the_indexes_and_the_cap_read() -> None:
     job["status"] = {"completedIndexes": "0-2", "failedIndexes": "4", "active": 2}
     slim = slim_job(job)
     assert slim["status"]["completedIndexes"] == "0-2" and slim["status"]["failedIndexes"] == "4"
+    probe = build("probe", [])
+    probe["metadata"].update(namespace="vf")
+    probe["spec"].update(parallelism=1, completions=1, completionMode="NonIndexed")
+    assert slim_job(probe)["spec"] == {"suspend": True}  # one-pod Jobs stay as small as before
     assert slim["spec"] == {
         "suspend": True,
         "completionMode": "Indexed",

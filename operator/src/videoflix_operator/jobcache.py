@@ -71,7 +71,12 @@ def slim_job(job: Mapping[str, Any]) -> Obj:
         },
         "spec": {
             "suspend": bool(spec.get("suspend")),
-            **{k: spec[k] for k in _SPEC if spec.get(k) is not None},
+            # Only an Indexed Job's: every other Job of ours is one pod, and stays as small.
+            **(
+                {k: spec[k] for k in _SPEC if spec.get(k) is not None}
+                if spec.get("completionMode") == "Indexed"
+                else {}
+            ),
         },
         "status": slim_status,
     }
