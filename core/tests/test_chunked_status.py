@@ -148,7 +148,7 @@ def test_counts_come_from_completed_indexes_and_assembly_waits_for_chunks_and_au
 def test_an_assembled_rung_is_a_finished_rendition_and_playable() -> None:
     steps = {
         PROBE: probe(),
-        chunk_step("120p"): done("j-chunks-120p", completed_indexes="0-5"),
+        chunk_step("120p"): done("j-chunks-120p", completed_indexes="0-5", started_at=T0),
         AUDIO: done("j-audio", {"audio": [{"bitrate": 64, "file": "k"}]}),
         assemble_step("120p"): assembled("120p", 120),
     }
@@ -156,6 +156,7 @@ def test_an_assembled_rung_is_a_finished_rendition_and_playable() -> None:
     r = agg.status.renditions["120p"]
     assert r.phase == StepPhase.SUCCEEDED and r.output is not None
     assert r.chunks is not None and r.chunks.done == 6
+    assert r.started_at == T0  # the rung's start is its chunks', not its assembly's
     assert converted_files(agg.status)["120p"]["file"] == "videos/42/120p/video.mp4"
     playable = next(c for c in agg.status.conditions or [] if c.type == "Playable")
     assert playable.status == "True"

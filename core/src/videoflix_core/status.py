@@ -421,6 +421,11 @@ def _chunked_rendition(
     if assemble_obs is not None:
         status = rendition_status(assemble_obs, rung, previous)
         status.chunks = progress
+        # The rung started with its chunks, not with its assembly (durations, `runningSince`).
+        started = chunk_obs.started_at if chunk_obs is not None else None
+        status.started_at = started or (previous.started_at if previous else None) or (
+            status.started_at
+        )
         return status
     status = RenditionStatus(height=rung.height, chunks=progress)
     if chunk_obs is not None:

@@ -168,7 +168,8 @@ def observe_transitions(before: VideoTranscodeStatus | None, after: VideoTransco
             if took is not None:
                 JOB_DURATION.labels(rendition=name).observe(took)
             out = rendition.output
-            if out and out.duration_seconds and out.encode_seconds:
+            # A chunked rung's encodeSeconds is its assembly's: no encode speed to tell.
+            if out and out.duration_seconds and out.encode_seconds and rendition.chunks is None:
                 ENCODE_SPEED.labels(rendition=name).observe(
                     out.duration_seconds / out.encode_seconds
                 )
