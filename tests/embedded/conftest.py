@@ -5,7 +5,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine
+from videoflix_api.embedded.media import UrlSigner
+from videoflix_api.embedded.storage import LocalStorage
+from videoflix_core.db.migrate import upgrade
 
+from tests.embedded.local import Env
 from tests.embedded.server import EmbeddedServer, ReadyServer, make_video
 from tests.fixtures.procs import missing_tool
 
@@ -37,3 +42,13 @@ def ready_server(
             yield ReadyServer(server, client, video)
     finally:
         server.stop()
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    upgrade(url)
+    engine = create_engine(url)
+    storage = LocalStorage(tmp_path / "media", UrlSigner(b"k" * 32, "http://127.0.0.1:1"))
+    yield Env(engine, storage, tmp_path / "state")
+    engine.dispose()

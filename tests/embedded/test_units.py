@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 from videoflix_api.embedded.dispatcher import (
+    IndexedRun,
+    chunked_step_args,
+    indexed_observation,
     refined_progress,
     spec_for,
     step_args,
@@ -14,9 +17,17 @@ from videoflix_api.embedded.dispatcher import (
 from videoflix_api.embedded.media import InvalidKey, UrlSigner, key_path, valid_range_header
 from videoflix_api.embedded.runner import failure_message, parse_line, run_step
 from videoflix_api.embedded.storage import LocalStorage
+from videoflix_core.chunks import plan_chunks
 from videoflix_core.db import Video
 from videoflix_core.ladder import DEFAULT_LADDER, plan_ladder
-from videoflix_core.status import PROBE, THUMBNAIL, rendition_step
+from videoflix_core.status import (
+    AUDIO,
+    PROBE,
+    THUMBNAIL,
+    assemble_step,
+    chunk_step,
+    rendition_step,
+)
 from videoflix_core.transcode import (
     Phase,
     ProbeResult,
@@ -25,6 +36,7 @@ from videoflix_core.transcode import (
     ThumbnailStatus,
     VideoTranscodeStatus,
 )
+from videoflix_operator.builders import transcoder_args
 
 
 def test_step_args_use_storage_keys_as_paths() -> None:
@@ -213,3 +225,39 @@ def test_run_step_reports_result_progress_and_bad_input(tmp_path: Path, sample_v
     assert percents and percents[-1] == pytest.approx(100, abs=1)
     assert bad.permanent_failure and not bad.succeeded  # type: ignore[attr-defined]
     assert "not found" in (bad.message or "")  # type: ignore[attr-defined]
+
+
+def test_chunked_steps_get_the_operators_arguments_with_storage_keys() -> None:
+    spec = spec_for(Video(id=7, source_key="videos/7/source/a.mp4", transcode_generation=3), "bkt")
+    [rung] = plan_ladder(ProbeResult(duration_seconds=60.0, width=320, height=180), DEFAULT_LADDER)
+    chunks = plan_chunks(60.0, 10)
+    for step in (chunk_step(rung.name), AUDIO, assemble_step(rung.name)):
+        command, args = chunked_step_args(step, spec, [rung], chunks, with_audio=True)
+        cluster = transcoder_args(step, spec, [rung], chunks, with_audio=True)
+        # Only where things are differs: s3://bkt/<key> there, the key itself here.
+        assert [command, *args] == [a.replace("s3://bkt/", "") for a in cluster]
+    command, args = chunked_step_args(chunk_step(rung.name), spec, [rung], chunks, True)
+    assert command == "chunk" and "--result-to" not in args  # its indexes' exit codes decide
+    assert args[args.index("--starts") + 1] == "0,10,20,30,40,50"
+    assert args[args.index("--work") + 1].startswith("chunks/3-")
+
+
+def test_an_indexed_run_is_observed_like_an_indexed_job() -> None:
+    run = IndexedRun(total=3)
+    assert indexed_observation("chunks/120p", run).suspended  # no index has a slot yet
+    run.started_at, run.active = "2026-12-02T00:00:00Z", 2
+    run.done.add(0)
+    run.failures = 1
+    obs = indexed_observation("chunks/120p", run)
+    assert (obs.suspended, obs.finished, obs.active, obs.succeeded, obs.failed) == (
+        False, None, 2, 1, 1
+    )  # fmt: skip
+    assert obs.completed_indexes == "0" and obs.failed_indexes is None
+    run.done.update({1, 2})
+    assert indexed_observation("chunks/120p", run).finished == "Complete"
+    run.failed.add(2)
+    run.message = "failed 3 times: transcoder killed by signal 9"
+    failed = indexed_observation("chunks/120p", run)
+    assert (failed.finished, failed.failed_indexes, failed.message) == (
+        "Failed", "2", "failed 3 times: transcoder killed by signal 9"
+    )  # fmt: skip

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from videoflix_core import storage
-from videoflix_core.chunks import Chunk, default_audio_kbps, starts_arg
+from videoflix_core.chunk_steps import chunk_step_args
+from videoflix_core.chunks import Chunk
 from videoflix_core.ladder import Rung
 from videoflix_core.status import (
     ASSEMBLE_PREFIX,
@@ -126,18 +127,6 @@ class Owner:
     created: str = ""  # creationTimestamp: queued Jobs of older videos go first
 
 
-def _video_rate_args(rung: Rung) -> list[str]:
-    args = rung.cli_args()
-    if "--audio-bitrate" in args:
-        at = args.index("--audio-bitrate")
-        del args[at : at + 2]
-    return args
-
-
-def audio_kbps(rung: Rung) -> int:
-    return rung.audio_bitrate if rung.audio_bitrate is not None else default_audio_kbps(rung.height)
-
-
 def transcoder_args(
     step: str,
     spec: VideoTranscodeSpec,
@@ -152,34 +141,18 @@ def transcoder_args(
     # The result also lands in storage, so it outlives the pod (videoflix_core.results).
     key = storage.step_result_key(spec.video_id, spec.transcode_generation, current, step)
     result = ["--result-to", f"s3://{spec.source.bucket}/{key}"]
-    work = ["--work", storage.chunk_work(spec.transcode_generation, current)]
     kind = step_kind(step)
-    if kind == CHUNK_KIND:
-        # No --result-to: every index would write the one key, and the Job's own verdict and
-        # completedIndexes are what counts. The index comes from JOB_COMPLETION_INDEX.
-        args = ["chunk", "--source", source, "--dest", dest, *work]
-        args += ["--starts", starts_arg(list(chunks))]
-        for rung in rungs:
-            width, height = rung.planned_size
-            args += ["--rung", f"{rung.name}:{width}x{height}"]
-        if step != CHUNKS:
-            # One rung: its video rates, as its unchunked rendition would get them (the audio
-            # rate goes to the audio step). SinglePass, like `ladder`, keeps the defaults.
-            [rung] = rungs
-            args += _video_rate_args(rung)
-        return args
-    if kind == AUDIO:
-        args = ["audio", "--source", source, "--dest", dest, *work, *result]
-        for kbps in sorted({audio_kbps(r) for r in rungs}):
-            args += ["--bitrate", str(kbps)]
-        return args
-    if kind == ASSEMBLE_KIND:
-        [rung] = rungs
-        args = ["assemble", "--dest", dest, *work, *result, "--name", rung.name]
-        args += ["--starts", starts_arg(list(chunks))]
-        if with_audio:
-            args += ["--audio-bitrate", str(audio_kbps(rung))]
-        return args
+    if kind in (CHUNK_KIND, AUDIO, ASSEMBLE_KIND):
+        return chunk_step_args(
+            step,
+            rungs,
+            chunks,
+            source=source,
+            dest=dest,
+            work=storage.chunk_work(spec.transcode_generation, current),
+            result_to=f"s3://{spec.source.bucket}/{key}",
+            with_audio=with_audio,
+        )
     if kind == PROBE:
         return ["probe", "--source", source, *result]
     if kind == THUMBNAIL:

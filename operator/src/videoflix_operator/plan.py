@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from videoflix_core import storage
+from videoflix_core.chunk_steps import intermediates_prefix
 from videoflix_core.chunks import parse_indexes
 from videoflix_core.status import (
     ASSEMBLE_PREFIX,
@@ -247,16 +248,8 @@ def plan(
         ]
         actions.keep_keys = {spec.source.key}
         actions.events.append(EventNote("Normal", "Superseded", "Spec changed: restarting"))
-    elif agg.chunks and agg.status.phase.is_final and (
-        previous is None or not previous.phase.is_final
-    ):
-        # The chunks and the audio file are in the assembled files now (or useless after a
-        # failure): once, when the transcode ends, so a finished CR costs no LIST per pass.
-        actions.delete_prefixes = [
-            storage.video_prefix(spec.video_id)
-            + storage.chunk_work(spec.transcode_generation, current)
-            + "/"
-        ]
+    elif (intermediates := intermediates_prefix(spec, agg, previous)) is not None:
+        actions.delete_prefixes = [intermediates]
     # No Event per created Job or ready rendition: on the happy path only phase changes are
     # posted (a CR's Events are API writes, and 10,000 CRs made them most of the traffic).
     actions.events += transition_events(

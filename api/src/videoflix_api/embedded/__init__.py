@@ -16,6 +16,9 @@ entrypoint and the same pure status functions (`videoflix_core.status.aggregate`
                   else the stored result object (--result-to), else the step runs again: one rule,
                   videoflix_core.results.step_result (a lost pod or killed server is no failure)
   retries         Job backoffLimit; exit 2 fails        max_attempts; exit 2 fails at once
+  chunked rung    an Indexed Job, retries per index;    a subprocess per index (its
+                  audio and assemble Jobs               JOB_COMPLETION_INDEX), retried alone;
+                  (VIDEOFLIX_CHUNK_SECONDS)             the same steps (--chunk-seconds)
   progress        steps plus running pods' percent      steps plus running subprocesses' percent
                   (read from their logs), both folded by videoflix_core.status.live_progress
   restart         CR status; the operator resumes       <data>/transcodes/<id>.json; resumes

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import sys
@@ -63,6 +64,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="transcoder steps at once (default: one per CPU core)",
     )
     parser.add_argument(
+        "--chunk-seconds",
+        type=float,
+        # A string default goes through `type` too: a bad variable is refused like the flag.
+        default=os.environ.get("VIDEOFLIX_CHUNK_SECONDS", "").strip() or "0",
+        help="encode a long constant-rate source in chunks of about this many seconds, run "
+        "in parallel under --workers (0: off, the default; or $VIDEOFLIX_CHUNK_SECONDS)",
+    )
+    parser.add_argument(
         "--frontend-url",
         default=None,
         help="a separately running frontend (e.g. http://127.0.0.1:4200): allowed by CORS, e-mail "
@@ -80,6 +89,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.workers is not None and args.workers < 1:
         parser.error("--workers must be at least 1")
+    if not (math.isfinite(args.chunk_seconds) and args.chunk_seconds >= 0):
+        parser.error("--chunk-seconds must be 0 (off) or positive")
     if not 0 < args.port < 65536:
         parser.error("--port must be between 1 and 65535")
     return args
@@ -121,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         database_url=args.database_url,
         max_parallel=args.workers,
+        chunk_seconds=args.chunk_seconds,
         frontend_url=args.frontend_url.rstrip("/") if args.frontend_url else None,
         extra_cors_origins=[args.frontend_url.rstrip("/")] if args.frontend_url else [],
         smtp_host=args.smtp_host,

@@ -55,6 +55,9 @@ class EmbeddedConfig:
     port: int = 8000
     database_url: str | None = None
     max_parallel: int | None = None
+    # > 0: long constant-rate sources are encoded in chunks of about this many seconds, as the
+    # operator's VIDEOFLIX_CHUNK_SECONDS; 0 (the default): off, one process per rendition.
+    chunk_seconds: float = 0.0
     # E-mail links point here; None: this server's own page (`--frontend-url` for the Angular app).
     frontend_url: str | None = None
     smtp_host: str | None = None
@@ -204,7 +207,11 @@ def build(config: EmbeddedConfig) -> Embedded:
     media_secret = secrets_derive(secret, "media-urls")
     storage = LocalStorage(config.data_dir / "media", UrlSigner(media_secret, config.public_url))
     dispatcher = LocalDispatcher(
-        storage, engine, config.data_dir / "transcodes", max_parallel=config.max_parallel
+        storage,
+        engine,
+        config.data_dir / "transcodes",
+        max_parallel=config.max_parallel,
+        chunk_seconds=config.chunk_seconds,
     )
     mailer = None if config.smtp_host else LogMailer()
     app = create_app(settings, storage=storage, dispatcher=dispatcher, mailer=mailer)

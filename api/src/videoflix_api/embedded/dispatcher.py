@@ -16,20 +16,24 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
+from videoflix_core.chunk_steps import chunk_step_args, intermediates_prefix, is_chunked_step
+from videoflix_core.chunks import Chunk, format_indexes
 from videoflix_core.db import Video
 from videoflix_core.ladder import Rung
 from videoflix_core.outcome import write_outcome
@@ -43,11 +47,12 @@ from videoflix_core.status import (
     Outcome,
     StepObservation,
     aggregate,
+    is_chunk_step,
     live_progress,
     outcome,
     spec_hash,
 )
-from videoflix_core.storage import step_result_key, video_prefix
+from videoflix_core.storage import chunk_work, chunks_prefix, step_result_key, video_prefix
 from videoflix_core.transcode import (
     Phase,
     SourceRef,
@@ -111,6 +116,28 @@ def step_args(step: str, spec: VideoTranscodeSpec, rung: Rung | None) -> tuple[s
     raise ValueError(f"unknown step {step!r}")
 
 
+def chunked_step_args(
+    step: str,
+    spec: VideoTranscodeSpec,
+    rungs: Sequence[Rung],
+    chunks: Sequence[Chunk],
+    with_audio: bool,
+) -> tuple[str, list[str]]:
+    """(subcommand, arguments) of a `chunks/<rung>`, `audio` or `assemble/<rung>` step: the
+    operator's very arguments (`videoflix_core.chunk_steps`), with storage keys as paths."""
+    args = chunk_step_args(
+        step,
+        rungs,
+        chunks,
+        source=spec.source.key,
+        dest=video_prefix(spec.video_id),
+        work=chunk_work(spec.transcode_generation, spec_hash(spec)),
+        result_to=None if is_chunk_step(step) else result_key(spec, step),
+        with_audio=with_audio,
+    )
+    return args[0], args[1:]
+
+
 def result_key(spec: VideoTranscodeSpec, step: str) -> str:
     """Where the step stores its result (`--result-to`): the operator's key, in local storage."""
     return step_result_key(spec.video_id, spec.transcode_generation, spec_hash(spec), step)
@@ -122,6 +149,52 @@ def refined_progress(status: VideoTranscodeStatus, running: Mapping[str, float])
     The very fold the operator applies to its pods' progress lines, so both modes agree.
     """
     return live_progress(status, running)
+
+
+@dataclass(frozen=True)
+class ProcessRun:
+    """One transcoder subprocess the dispatcher ran: which step (and chunk index), and when
+    (monotonic seconds): what shows that the core limit held."""
+
+    step: str
+    index: int | None
+    started: float
+    ended: float
+
+
+@dataclass
+class IndexedRun:
+    """The indexes of one chunks step: the local counterpart of an Indexed Job's status."""
+
+    total: int
+    done: set[int] = field(default_factory=set)
+    failed: set[int] = field(default_factory=set)  # out of retries, or bad input
+    active: int = 0
+    failures: int = 0  # failed attempts over all indexes (the Job's `status.failed`)
+    started_at: str | None = None
+    finished_at: str | None = None
+    message: str | None = None
+
+
+def indexed_observation(step: str, run: IndexedRun) -> StepObservation:
+    """What the operator observes of an Indexed Job in the same state: one index out of
+    retries fails the step (maxFailedIndexes 0), every index done completes it."""
+    finished: Literal["Complete", "Failed"] | None = (
+        "Failed" if run.failed else "Complete" if len(run.done) == run.total else None
+    )
+    return StepObservation(
+        name=step,
+        suspended=run.started_at is None,
+        active=run.active,
+        succeeded=len(run.done),
+        failed=run.failures,
+        finished=finished,
+        message=run.message if finished == "Failed" else None,
+        started_at=run.started_at,
+        finished_at=run.finished_at if finished is not None else None,
+        completed_indexes=format_indexes(run.done) or None,
+        failed_indexes=format_indexes(run.failed) or None,
+    )
 
 
 @dataclass
@@ -152,9 +225,13 @@ class LocalDispatcher:
         max_attempts: int = 3,
         retry_delay_seconds: float = 1.0,
         step_env: Mapping[str, str] | None = None,
+        chunk_seconds: float = 0.0,
+        entrypoint: Sequence[str] | None = None,
     ) -> None:
         if max_parallel is not None and max_parallel < 1:
             raise ValueError("max_parallel must be at least 1")
+        if not (math.isfinite(chunk_seconds) and chunk_seconds >= 0):
+            raise ValueError("chunk_seconds must be 0 (off) or positive")
         self.storage = storage
         self.engine = engine
         self.state_dir = state_dir
@@ -162,6 +239,11 @@ class LocalDispatcher:
         self.max_parallel = max_parallel or default_parallelism()
         self.max_attempts = max_attempts
         self.retry_delay_seconds = retry_delay_seconds
+        # > 0: long constant-rate sources are encoded in chunks of this length, as the operator
+        # does with VIDEOFLIX_CHUNK_SECONDS (`videoflix_core.chunks.chunk_plan` decides).
+        self.chunk_seconds = chunk_seconds
+        # The transcoder's command (default: this interpreter's), as the operator's image is.
+        self.entrypoint = list(entrypoint) if entrypoint else None
         threads = max(1, (os.cpu_count() or 1) // self.max_parallel)
         self.step_env = {"VIDEOFLIX_CPU_LIMIT": str(threads), **(step_env or {})}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -173,6 +255,9 @@ class LocalDispatcher:
         # Steps holding a slot now, and the most ever at once (shows the bound is honoured).
         self.active_steps = 0
         self.peak_active_steps = 0
+        # The latest transcoder subprocesses with their start and end (bounded: a long-running
+        # server must not grow it for ever).
+        self.process_runs: deque[ProcessRun] = deque(maxlen=1000)
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
@@ -306,13 +391,25 @@ class LocalDispatcher:
             while True:
                 job.changed.clear()
                 try:
-                    agg = aggregate(spec, job.steps, job.status, now=utc_now())
+                    agg = aggregate(
+                        spec,
+                        job.steps,
+                        job.status,
+                        now=utc_now(),
+                        chunk_seconds=self.chunk_seconds,
+                    )
                 except Exception as exc:
                     # A result aggregate cannot use must end in `error`, never in a stuck row.
                     log.exception("Could not aggregate", extra={"video_id": spec.video_id})
                     agg = Aggregate(status=_failed_status(job.status, f"internal error: {exc}"))
-                job.status = agg.status
                 final = agg.status.phase in (Phase.SUCCEEDED, Phase.FAILED)
+                intermediates = intermediates_prefix(spec, agg, job.status)
+                if intermediates is not None:
+                    # Nothing may still write there (a failure leaves steps running); deleted
+                    # before the final status is saved, so a crash in between deletes again.
+                    await _stop_tasks(job.tasks)
+                    await asyncio.to_thread(self._delete_intermediates, spec, intermediates)
+                job.status = agg.status
                 await self._record(job, force=True)
                 if final:
                     log.info(
@@ -324,7 +421,12 @@ class LocalDispatcher:
                 for step, rungs in agg.to_start.items():
                     if step in job.steps:
                         continue
-                    stored = await asyncio.to_thread(self._stored_result, spec, step)
+                    # A chunks step stores no result: its indexes' exit codes are its verdict.
+                    stored = (
+                        None
+                        if is_chunk_step(step)
+                        else await asyncio.to_thread(self._stored_result, spec, step)
+                    )
                     if stored is not None:
                         # It finished (an orphaned subprocess of a killed server, say) but was
                         # never recorded: its stored result stands, as the operator's rule says.
@@ -338,8 +440,12 @@ class LocalDispatcher:
                         recovered = True
                         continue
                     job.steps[step] = StepObservation(name=step, suspended=True)
-                    rung = rungs[0] if rungs else None
-                    task = asyncio.get_running_loop().create_task(self._step(job, step, rung))
+                    coro = (
+                        self._chunks(job, step, rungs, agg.chunks)
+                        if is_chunk_step(step)
+                        else self._step(job, step, rungs, agg.chunks, agg.with_audio)
+                    )
+                    task = asyncio.get_running_loop().create_task(coro)
                     job.tasks.add(task)
                     task.add_done_callback(job.tasks.discard)
                 if recovered:
@@ -347,50 +453,91 @@ class LocalDispatcher:
                     continue  # aggregate again: a recovered probe plans the renditions
                 await job.changed.wait()
         finally:
-            for task in list(job.tasks):
-                task.cancel()
-            await asyncio.gather(*job.tasks, return_exceptions=True)
+            await _stop_tasks(job.tasks)
             if self._transcodes.get(spec.video_id) is job:
                 del self._transcodes[spec.video_id]
 
-    async def _step(self, job: _Transcode, step: str, rung: Rung | None) -> None:
-        """One step with retries, reported as a StepObservation like a Job would be."""
+    async def _run_process(
+        self,
+        job: _Transcode,
+        step: str,
+        command: str,
+        args: list[str],
+        *,
+        index: int | None = None,
+        on_start: Callable[[], None],
+        on_end: Callable[[], None],
+    ) -> StepOutcome:
+        """One transcoder subprocess holding one of the `max_parallel` slots."""
         assert self._slots is not None
         spec = job.spec
-        command, args = step_args(step, spec, rung)
-        args = [*args, "--result-to", result_key(spec, step)]
+        # One index's percent says little: a chunked rung counts its indexes (as the operator).
+        live = not is_chunk_step(step)
+        label = step.replace("/", "-") + ("" if index is None else f"-{index}")
+        env = dict(self.step_env)
+        if index is not None:
+            env["JOB_COMPLETION_INDEX"] = str(index)  # what an Indexed Job's pod gets
+        async with self._slots:
+            self.active_steps += 1
+            self.peak_active_steps = max(self.peak_active_steps, self.active_steps)
+            started = time.monotonic()
+            on_start()
+            if live:
+                job.running[step] = 0.0
+            job.changed.set()
+
+            async def progress(percent: float) -> None:
+                job.running[step] = percent
+                await self._record(job)
+
+            scratch = self.scratch_dir / str(spec.video_id) / label
+            try:
+                return await run_step(
+                    command,
+                    args,
+                    scratch_dir=scratch,
+                    env=env,
+                    cwd=self.storage.root,
+                    on_progress=progress if live else None,
+                    entrypoint=self.entrypoint,
+                )
+            finally:
+                self.process_runs.append(ProcessRun(step, index, started, time.monotonic()))
+                self.active_steps -= 1
+                on_end()
+                job.running.pop(step, None)
+                await asyncio.to_thread(_remove_tree, scratch)
+
+    async def _step(
+        self,
+        job: _Transcode,
+        step: str,
+        rungs: Sequence[Rung],
+        chunks: Sequence[Chunk],
+        with_audio: bool,
+    ) -> None:
+        """One step with retries, reported as a StepObservation like a Job would be."""
+        spec = job.spec
+        if is_chunked_step(step):
+            command, args = chunked_step_args(step, spec, rungs, chunks, with_audio)
+        else:
+            command, args = step_args(step, spec, rungs[0] if rungs else None)
+            args = [*args, "--result-to", result_key(spec, step)]
         failures = 0
         last: StepOutcome | None = None
         started_at: str | None = None
         while True:
-            async with self._slots:
-                self.active_steps += 1
-                self.peak_active_steps = max(self.peak_active_steps, self.active_steps)
+
+            def running(failed: int = failures) -> None:
+                nonlocal started_at
                 started_at = started_at or utc_now()
                 job.steps[step] = StepObservation(
-                    name=step, active=1, failed=failures, started_at=started_at
+                    name=step, active=1, failed=failed, started_at=started_at
                 )
-                job.running[step] = 0.0
-                job.changed.set()
 
-                async def progress(percent: float) -> None:
-                    job.running[step] = percent
-                    await self._record(job)
-
-                scratch = self.scratch_dir / str(spec.video_id) / step.replace("/", "-")
-                try:
-                    last = await run_step(
-                        command,
-                        args,
-                        scratch_dir=scratch,
-                        env=self.step_env,
-                        cwd=self.storage.root,
-                        on_progress=progress,
-                    )
-                finally:
-                    self.active_steps -= 1
-                    job.running.pop(step, None)
-                    await asyncio.to_thread(_remove_tree, scratch)
+            last = await self._run_process(
+                job, step, command, args, on_start=running, on_end=lambda: None
+            )
             if last.exit_code == EXIT_OK:
                 # The operator's rule for a finished step: the reported result, else the stored
                 # one, else run it again (counted: an exit 0 without any result is a fault).
@@ -441,6 +588,84 @@ class LocalDispatcher:
             await asyncio.sleep(self.retry_delay_seconds * failures)
         self._save_state(job)
         job.changed.set()
+
+    async def _chunks(
+        self, job: _Transcode, step: str, rungs: Sequence[Rung], chunks: Sequence[Chunk]
+    ) -> None:
+        """A chunks step as an Indexed Job runs it: every index a subprocess of its own (with
+        JOB_COMPLETION_INDEX) under the slots, a failed index retried alone within its own
+        `max_attempts`, and one index out of retries stopping the others (maxFailedIndexes 0:
+        the rung cannot be assembled)."""
+        command, args = chunked_step_args(step, job.spec, rungs, chunks, with_audio=False)
+        run = IndexedRun(total=len(chunks))
+        tasks = [
+            asyncio.get_running_loop().create_task(self._index(job, step, run, i, command, args))
+            for i in range(run.total)
+        ]
+        try:
+            for next_done in asyncio.as_completed(tasks):
+                if not await next_done:
+                    break
+        finally:
+            await _stop_tasks(set(tasks))
+        run.finished_at = utc_now()
+        job.steps[step] = indexed_observation(step, run)
+        self._save_state(job)
+        job.changed.set()
+
+    async def _index(
+        self,
+        job: _Transcode,
+        step: str,
+        run: IndexedRun,
+        index: int,
+        command: str,
+        args: list[str],
+    ) -> bool:
+        """One index with its retries; False once it failed for good. Success is the exit code
+        alone, as for the Job controller (a chunk publishes its file before it exits 0)."""
+        failures = 0
+
+        def started() -> None:
+            run.active += 1
+            run.started_at = run.started_at or utc_now()
+            job.steps[step] = indexed_observation(step, run)
+
+        def ended() -> None:
+            run.active -= 1
+
+        while True:
+            last = await self._run_process(
+                job, step, command, args, index=index, on_start=started, on_end=ended
+            )
+            if last.exit_code == EXIT_OK:
+                run.done.add(index)
+                job.steps[step] = indexed_observation(step, run)
+                job.changed.set()
+                return True
+            failures += 1
+            run.failures += 1
+            log.warning(
+                "Chunk index failed",
+                extra={
+                    "video_id": job.spec.video_id,
+                    "step": step,
+                    "index": index,
+                    "attempt": failures,
+                    "exit_code": last.exit_code,
+                    "reason": last.message,
+                },
+            )
+            if last.permanent_failure or failures >= self.max_attempts:
+                run.failed.add(index)
+                detail = last.message or f"exit code {last.exit_code}"
+                run.message = detail if last.permanent_failure else (
+                    f"failed {failures} times: {detail}"
+                )
+                return False
+            job.steps[step] = indexed_observation(step, run)
+            job.changed.set()
+            await asyncio.sleep(self.retry_delay_seconds * failures)
 
     async def _record(self, job: _Transcode, force: bool = False) -> None:
         """Write the outcome into the row (throttled while only the percent moves)."""
@@ -531,6 +756,15 @@ class LocalDispatcher:
         except OSError:
             return None
 
+    def _delete_intermediates(self, spec: VideoTranscodeSpec, prefix: str) -> None:
+        removed = self.storage.delete_prefix(prefix)
+        # The folder of every chunked run goes too once empty (S3 has no folders to leave).
+        with contextlib.suppress(OSError):
+            self.storage.path(chunks_prefix(spec.video_id)).rmdir()
+        log.info(
+            "Removed chunk intermediates", extra={"video_id": spec.video_id, "objects": removed}
+        )
+
     def _clear_outputs(self, spec: VideoTranscodeSpec) -> None:
         """Remove derived outputs under the video's prefix; sources are the API's to manage."""
         prefix = self.storage.path(video_prefix(spec.video_id))
@@ -551,6 +785,14 @@ def _failed_status(previous: VideoTranscodeStatus | None, message: str) -> Video
     status.phase = Phase.FAILED
     status.message = message[:500]
     return status
+
+
+async def _stop_tasks(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancel tasks and wait until they are over (their subprocesses stopped)."""
+    pending = list(tasks)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
 
 
 def _remove_tree(path: Path) -> None:

@@ -51,9 +51,17 @@ class StepOutcome:
         return self.exit_code == EXIT_BAD_INPUT
 
 
-def transcoder_argv(step: str, args: Sequence[str]) -> list[str]:
-    """The command line of one step: this interpreter, so this environment's transcoder runs."""
-    return [sys.executable, "-m", "videoflix_transcoder", step, *args]
+def default_entrypoint() -> list[str]:
+    """This interpreter's transcoder, so this environment's transcoder runs."""
+    return [sys.executable, "-m", "videoflix_transcoder"]
+
+
+def transcoder_argv(
+    step: str, args: Sequence[str], entrypoint: Sequence[str] | None = None
+) -> list[str]:
+    """The command line of one step: the entrypoint (the local counterpart of the operator's
+    transcoder image), the subcommand, its arguments."""
+    return [*(entrypoint or default_entrypoint()), step, *args]
 
 
 def parse_line(line: str) -> tuple[str, Any] | None:
@@ -106,6 +114,7 @@ async def run_step(
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
     on_progress: ProgressCallback | None = None,
+    entrypoint: Sequence[str] | None = None,
 ) -> StepOutcome:
     """Run one step to completion in `cwd`; progress lines go to `on_progress` (percent 0-100).
 
@@ -120,7 +129,7 @@ async def run_step(
     child_env["VIDEOFLIX_SCRATCH_DIR"] = str(scratch_dir)
     # Always explicit: running as root, /dev/termination-log could otherwise be created and shared.
     child_env["VIDEOFLIX_RESULT_FILE"] = str(result_file)
-    argv = transcoder_argv(step, args)
+    argv = transcoder_argv(step, args, entrypoint)
     logger.debug("Started transcoder step", extra={"argv": argv})
     proc = await asyncio.create_subprocess_exec(
         *argv,
