@@ -114,7 +114,9 @@ def test_restart_resumes_an_unfinished_transcode(tmp_path: Path) -> None:
         again.stop()
 
 
-@pytest.mark.parametrize("argv", [["--workers", "0"], ["--port", "70000"]])
+@pytest.mark.parametrize(
+    "argv", [["--workers", "0"], ["--port", "70000"], ["--chunk-seconds", "-1"]]
+)
 def test_bad_flags_are_refused(argv: list[str], tmp_path: Path) -> None:
     import subprocess
     import sys
@@ -248,3 +250,16 @@ def test_the_other_host_name_is_redirected_to_the_printed_one(tmp_path: Path) ->
         assert "access-control-allow-origin" not in preflight("http://localhost:4200").headers
     finally:
         server.stop()
+
+
+def test_chunk_seconds_defaults_off_and_follows_the_operators_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("VIDEOFLIX_CHUNK_SECONDS", raising=False)
+    assert parse_args([]).chunk_seconds == 0  # off unless asked for
+    monkeypatch.setenv("VIDEOFLIX_CHUNK_SECONDS", "20")
+    assert parse_args([]).chunk_seconds == 20
+    assert parse_args(["--chunk-seconds", "10"]).chunk_seconds == 10  # the flag wins
+    monkeypatch.setenv("VIDEOFLIX_CHUNK_SECONDS", "soon")
+    with pytest.raises(SystemExit):
+        parse_args([])  # a bad variable is refused like a bad flag

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from videoflix_api.embedded.app import EmbeddedConfig, build
 from videoflix_api.embedded.dispatcher import (
     IndexedRun,
     chunked_step_args,
@@ -261,3 +262,15 @@ def test_an_indexed_run_is_observed_like_an_indexed_job() -> None:
     assert (failed.finished, failed.failed_indexes, failed.message) == (
         "Failed", "2", "failed 3 times: transcoder killed by signal 9"
     )  # fmt: skip
+
+
+def test_build_hands_the_chunk_length_to_the_dispatcher(tmp_path: Path) -> None:
+    for config, seconds in [
+        (EmbeddedConfig(data_dir=tmp_path / "on", chunk_seconds=10), 10),
+        (EmbeddedConfig(data_dir=tmp_path / "off"), 0),  # off unless asked for
+    ]:
+        embedded = build(config)
+        try:
+            assert embedded.dispatcher.chunk_seconds == seconds
+        finally:
+            embedded.engine.dispose()
