@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 from videoflix_api.embedded.dispatcher import LocalDispatcher, ProcessRun
 from videoflix_api.embedded.sample import sample_video_argv
+from videoflix_core.chunks import parse_indexes
 from videoflix_core.transcode import VideoTranscodeStatus
 
 from tests.embedded.local import Env
 from tests.fixtures.media import frame_shape
+from tests.fixtures.procs import wait_until
 
 SLOTS = 2
 FLAKY = Path(__file__).with_name("flaky_transcoder.py")
@@ -126,3 +128,35 @@ def test_a_failed_index_is_retried_alone(env: Env, long_source: Path, tmp_path: 
     assert rung.phase == "Succeeded" and rung.chunks is not None
     assert rung.chunks.completed_indexes == "0-5"
     assert len(frame_shape(env.storage.path(f"videos/{vid}/120p/video.mp4"))["video_pts"]) == 600
+
+
+def test_a_restart_runs_only_the_indexes_not_done(env: Env, long_source: Path) -> None:
+    video = env.add_video(long_source, "long.mp4")
+    state = env.state_dir / f"{video.id}.json"
+
+    def done_before() -> str | None:
+        return json.loads(state.read_text()).get("indexes", {}).get("chunks/120p")
+
+    first = env.dispatcher(max_parallel=1, chunk_seconds=10)
+    first.start(resume=False)
+    try:
+        first.submit(video)
+        # One slot: the indexes run one after another; stop once two of them are done.
+        wait_until(lambda: len(parse_indexes(done_before())) >= 2, "two chunks done", 60)
+    finally:
+        first.stop()
+    before = parse_indexes(done_before())
+    assert env.row(video.id).processing_state == "processing"
+
+    second = env.dispatcher(max_parallel=SLOTS, chunk_seconds=10)
+    second.start(resume=True)
+    try:
+        row = env.wait(video.id, timeout=120)
+    finally:
+        second.stop()
+    assert row.processing_state == "ready", row.processing_error
+    again = {r.index for r in second.process_runs if r.step == "chunks/120p"}
+    assert again and not again & before  # no done index is encoded twice
+    assert again | before == set(range(6))
+    assembled = env.storage.path(f"videos/{video.id}/120p/video.mp4")
+    assert len(frame_shape(assembled)["video_pts"]) == 600

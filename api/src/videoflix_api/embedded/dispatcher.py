@@ -33,7 +33,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from videoflix_core.chunk_steps import chunk_step_args, intermediates_prefix, is_chunked_step
-from videoflix_core.chunks import Chunk, format_indexes
+from videoflix_core.chunks import Chunk, format_indexes, parse_indexes
 from videoflix_core.db import Video
 from videoflix_core.ladder import Rung
 from videoflix_core.outcome import write_outcome
@@ -209,6 +209,9 @@ class _Transcode:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     last_write: float = 0.0
     progress_mark: int = 0
+    # Indexes of unfinished chunks steps done before a restart ("0-2,4"): their chunk files
+    # are in storage, so only the others run again (as the Job controller keeps them).
+    done_indexes: dict[str, str] = field(default_factory=dict)
 
 
 class LocalDispatcher:
@@ -385,7 +388,7 @@ class LocalDispatcher:
             # A new generation: outputs of an older one must not linger next to the new ones.
             await asyncio.to_thread(self._clear_outputs, spec)
         else:
-            job.steps, job.status = saved
+            job.steps, job.status, job.done_indexes = saved
         self._transcodes[spec.video_id] = job
         try:
             while True:
@@ -598,9 +601,11 @@ class LocalDispatcher:
         the rung cannot be assembled)."""
         command, args = chunked_step_args(step, job.spec, rungs, chunks, with_audio=False)
         run = IndexedRun(total=len(chunks))
+        run.done = {i for i in parse_indexes(job.done_indexes.pop(step, None)) if i < run.total}
         tasks = [
             asyncio.get_running_loop().create_task(self._index(job, step, run, i, command, args))
             for i in range(run.total)
+            if i not in run.done
         ]
         try:
             for next_done in asyncio.as_completed(tasks):
@@ -715,9 +720,19 @@ class LocalDispatcher:
 
     def _save_state(self, job: _Transcode) -> None:
         finished = {k: asdict(o) for k, o in job.steps.items() if o.finished is not None}
+        indexes = {
+            # Not started again yet after a restart: still what the next restart needs.
+            **job.done_indexes,
+            **{
+                k: o.completed_indexes
+                for k, o in job.steps.items()
+                if is_chunk_step(k) and o.finished is None and o.completed_indexes
+            },
+        }
         data = {
             "spec": job.spec.wire(),
             "steps": finished,
+            "indexes": indexes,
             "status": job.status.wire() if job.status else None,
         }
         path = self._state_file(job.spec.video_id)
@@ -735,8 +750,9 @@ class LocalDispatcher:
 
     def _load_state(
         self, spec: VideoTranscodeSpec
-    ) -> tuple[dict[str, StepObservation], VideoTranscodeStatus | None] | None:
-        """Finished steps of this very spec from before a restart; None for anything else."""
+    ) -> tuple[dict[str, StepObservation], VideoTranscodeStatus | None, dict[str, str]] | None:
+        """Finished steps of this very spec from before a restart, and the done indexes of its
+        unfinished chunks steps; None for anything else."""
         path = self._state_file(spec.video_id)
         try:
             data = json.loads(path.read_text())
@@ -744,11 +760,12 @@ class LocalDispatcher:
                 return None
             steps = {k: StepObservation(**v) for k, v in data["steps"].items()}
             status = VideoTranscodeStatus.model_validate(data["status"]) if data["status"] else None
-        except (OSError, ValueError, KeyError, TypeError):
+            indexes = {str(k): str(v) for k, v in (data.get("indexes") or {}).items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
         # Steps that were running when the server stopped are absent from `steps`, so `aggregate`
         # lists them to start again, as the operator does for a Job that vanished unfinished.
-        return steps, status
+        return steps, status, indexes
 
     def _stored_result(self, spec: VideoTranscodeSpec, step: str) -> dict[str, Any] | None:
         try:
