@@ -5,7 +5,6 @@ the real transcoder), the audio once, then assembles; the result is the unchunke
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -14,37 +13,12 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.media import frame_shape
 from tests.fixtures.procs import wait_until
 from tests.operator.conftest import Platform
 
 pytestmark = pytest.mark.cluster
 INDEX = "batch.kubernetes.io/job-completion-index"
-
-
-def _ffprobe(path: Path, *args: str) -> dict[str, Any]:
-    out = subprocess.run(
-        ["ffprobe", "-v", "error", "-of", "json", *args, str(path)],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return dict(json.loads(out))
-
-
-def _shape(path: Path) -> dict[str, Any]:
-    """What "frame-exact" compares: per stream its size, packet count and duration, and every
-    video frame's presentation time (a frame lost, doubled or moved at a join shows here)."""
-    streams = _ffprobe(
-        path,
-        "-count_packets",
-        "-show_entries",
-        "stream=codec_type,width,height,nb_read_packets,duration",
-    )["streams"]
-    pts = _ffprobe(path, "-select_streams", "v:0", "-show_entries", "packet=pts_time")["packets"]
-    return {
-        "streams": sorted(json.dumps(s, sort_keys=True) for s in streams),
-        "video_pts": sorted(float(p["pts_time"]) for p in pts),
-    }
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +102,7 @@ def test_a_60s_source_in_10s_chunks_is_frame_exact_and_a_failed_index_retries_al
         env={k: v for k, v in os.environ.items() if not k.startswith("VIDEOFLIX_")},
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
-    unchunked = _shape(tmp_path / "un" / "120p" / "video.mp4")
-    chunked = _shape(assembled)
+    unchunked = frame_shape(tmp_path / "un" / "120p" / "video.mp4")
+    chunked = frame_shape(assembled)
     assert len(chunked["video_pts"]) == 600
     assert chunked == unchunked
