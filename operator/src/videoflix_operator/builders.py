@@ -10,7 +10,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from videoflix_core import storage
 from videoflix_core.chunk_steps import chunk_step_args
@@ -199,6 +199,28 @@ def _resources_key(step: str) -> str:
     return step[len(RENDITION_PREFIX) :] if kind == "rendition" else kind
 
 
+def pod_failure_policy(on_bad_input: Literal["FailJob", "FailIndex"]) -> dict[str, Any]:
+    """Bad input (not a video, corrupt: exit 2) ends the step, or an Indexed Job's index, at
+    once, since retrying cannot help; evictions, preemption and node drains are not the video's
+    fault and cost no retry."""
+    return {
+        "rules": [
+            {
+                "action": on_bad_input,
+                "onExitCodes": {
+                    "containerName": CONTAINER,
+                    "operator": "In",
+                    "values": [BAD_INPUT_EXIT_CODE],
+                },
+            },
+            {
+                "action": "Ignore",
+                "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+            },
+        ]
+    }
+
+
 def indexed_spec(completions: int, settings: OperatorSettings) -> dict[str, Any]:
     """The Indexed Job fields of a chunked step: each index retried alone within its own
     budget, a bad-input exit (2) fails its index at once, and one index out of retries fails
@@ -215,22 +237,7 @@ def indexed_spec(completions: int, settings: OperatorSettings) -> dict[str, Any]
         "backoffLimitPerIndex": settings.backoff_limit,
         "maxFailedIndexes": 0,
         "podReplacementPolicy": "Failed",
-        "podFailurePolicy": {
-            "rules": [
-                {
-                    "action": "FailIndex",
-                    "onExitCodes": {
-                        "containerName": CONTAINER,
-                        "operator": "In",
-                        "values": [BAD_INPUT_EXIT_CODE],
-                    },
-                },
-                {
-                    "action": "Ignore",
-                    "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
-                },
-            ]
-        },
+        "podFailurePolicy": pod_failure_policy("FailIndex"),
     }
 
 
@@ -311,24 +318,7 @@ def build_job(
             "backoffLimit": settings.backoff_limit,
             "activeDeadlineSeconds": _deadline(settings, step),
             "ttlSecondsAfterFinished": settings.job_ttl_seconds,
-            "podFailurePolicy": {
-                "rules": [
-                    {
-                        # Bad input (not a video, corrupt): retrying cannot help.
-                        "action": "FailJob",
-                        "onExitCodes": {
-                            "containerName": CONTAINER,
-                            "operator": "In",
-                            "values": [BAD_INPUT_EXIT_CODE],
-                        },
-                    },
-                    {
-                        # Evictions, preemption, node drains are not the video's fault.
-                        "action": "Ignore",
-                        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
-                    },
-                ]
-            },
+            "podFailurePolicy": pod_failure_policy("FailJob"),
             "template": {
                 "metadata": {"labels": job_labels},
                 "spec": {
