@@ -14,6 +14,8 @@ import itertools
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -294,52 +296,156 @@ def test_chunk_command_line_seeks_before_the_window_and_trims_exactly_it() -> No
         chunked.window(starts, 3)
 
 
-@pytest.mark.browser
-def test_assembled_rung_plays_across_every_join_in_chromium(
-    encoded: Encoded, tmp_path: Path
-) -> None:
-    """Progressive playback of the joined file: time runs on through each join without a
-    `waiting` stall, and a seek into each chunk lands and shows a picture."""
+SEEKS = (1.0, 5.0, 9.0)  # one in each chunk
+RATE = 4  # playback rate: the 12 s play in ~3 s
+HLS_JS = (Path(__file__).resolve().parents[2]
+          / "api/src/videoflix_api/web/static/vendor/hls.js/hls.min.js")
+
+# Installed before playback starts: what the page saw, kept in the page so nothing is lost
+# between Playwright round trips. `stalled` is recorded with `waiting`: either at a join would
+# be a viewer-visible hitch.
+_RECORD_JS = """() => {
+    const v = document.getElementById('v');
+    window.seen = {times: [], stalls: [], errors: []};
+    v.addEventListener('timeupdate', () => window.seen.times.push(v.currentTime));
+    for (const kind of ['waiting', 'stalled'])
+        v.addEventListener(kind, () => window.seen.stalls.push([kind, v.currentTime]));
+    v.addEventListener('error', () => window.seen.errors.push('media:' + v.error.code));
+}"""
+
+_SEEK_AND_PLAY_ON_JS = """(t) => new Promise(done => {
+    const v = document.getElementById('v');
+    // The deadline: a seek that never lands or never plays on fails instead of hanging.
+    setTimeout(() => done(`no seek to ${t} and a second of play in 5 s: at ${v.currentTime}`),
+               5000);
+    v.addEventListener('seeked', () => {
+        const landed = [v.currentTime, v.readyState];
+        // Plays on from the target: a second of media (a quarter second at the rate).
+        const onTime = () => {
+            if (v.currentTime >= t + 1) {
+                v.removeEventListener('timeupdate', onTime);
+                v.pause();
+                done([...landed, v.currentTime]);
+            }
+        };
+        v.addEventListener('timeupdate', onTime);
+        v.play().catch(e => done(String(e)));
+    }, {once: true});
+    v.currentTime = t;
+})"""
+
+
+@contextmanager
+def _chromium_page() -> Iterator[Any]:
+    """A page of Debian's Chromium (skips where Chromium or Playwright is missing)."""
     sync_api = pytest.importorskip("playwright.sync_api")
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("Debian's chromium is not installed")
-    page_file = encoded.chunked["180p"].parent / "play.html"
-    page_file.write_text('<video id="v" src="video.mp4" muted preload="auto"></video>')
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         try:
-            page = browser.new_page()
-            page.goto(page_file.as_uri())
-            page.wait_for_function("document.getElementById('v').readyState >= 1", timeout=20000)
-            played = page.evaluate("""() => new Promise(done => {
-                const v = document.getElementById('v');
-                const times = [], stalls = [];
-                v.addEventListener('timeupdate', () => times.push(v.currentTime));
-                v.addEventListener('waiting', () => stalls.push(v.currentTime));
-                v.addEventListener('ended', () => done({times, stalls, end: v.currentTime}));
-                v.playbackRate = 4;
-                v.play().catch(e => done({error: String(e)}));
-            })""")
-            seeks = [
-                page.evaluate("""(t) => new Promise(done => {
-                    const v = document.getElementById('v');
-                    v.addEventListener('seeked', () => done([v.currentTime, v.readyState]),
-                                       {once: true});
-                    v.currentTime = t;
-                })""", t)
-                for t in (1.0, 5.0, 9.0)  # one in each chunk
-            ]
+            yield browser.new_page()
         finally:
             browser.close()
-    assert "error" not in played, played
+
+
+def _play_to_end_then_seek_each_chunk(page: Any) -> tuple[dict[str, Any], list[Any]]:
+    """Wait (with a deadline) for the started playback to end, then seek into each chunk and
+    play on; returns what the page recorded and each seek's (landed at, readyState, played to)."""
+    page.wait_for_function("document.getElementById('v').ended", timeout=20000)
+    played: dict[str, Any] = page.evaluate("window.seen")
+    played["end"], played["buffered"] = page.evaluate("""() => {
+        const b = document.getElementById('v').buffered;
+        return [document.getElementById('v').currentTime,
+                Array.from({length: b.length}, (_, i) => [b.start(i), b.end(i)])]; }""")
+    seeks = [page.evaluate(_SEEK_AND_PLAY_ON_JS, t) for t in SEEKS]
+    played["errors_after_seeks"] = page.evaluate("window.seen.errors")
+    return played, seeks
+
+
+def _assert_played_across_every_join(played: dict[str, Any], seeks: list[Any]) -> None:
+    assert played["errors_after_seeks"] == [], played
     times = played["times"]
-    assert played["stalls"] == [] or max(played["stalls"]) < 0.5  # at most the start
+    # No waiting/stalled once playing (the one at the very start is the first load).
+    assert [s for s in played["stalls"] if s[1] >= 0.5] == [], played["stalls"]
     assert times == sorted(times) and played["end"] == pytest.approx(12.0, abs=0.1)
+    # Continuously: no step of currentTime jumps over media (at 4x a timeupdate comes every
+    # ~1 s of media; skipping a 2 s fragment would be a longer step), and what was buffered is
+    # one range from start to end: a hole at a join (in the video or the audio, the range is
+    # their intersection) would split it.
+    steps = [b - a for a, b in itertools.pairwise([0.0, *times])]
+    assert max(steps) < 2.0, steps
+    [(start, end)] = played["buffered"]
+    assert start < 0.05 and end > 11.95, played["buffered"]
     for join in JOINS:  # playback passed each join
         assert any(t < join for t in times) and any(t > join for t in times)
-    for (time, ready), target in zip(seeks, (1.0, 5.0, 9.0), strict=True):
-        assert time == pytest.approx(target, abs=0.05) and ready >= 2
+    for seek, target in zip(seeks, SEEKS, strict=True):
+        assert not isinstance(seek, str), seek  # the deadline passed or play() was refused
+        landed, ready, played_to = seek
+        assert landed == pytest.approx(target, abs=0.05) and ready >= 2
+        assert played_to >= target + 1
+
+
+@pytest.mark.browser
+def test_assembled_rung_plays_across_every_join_in_chromium(encoded: Encoded) -> None:
+    """Progressive playback of the joined file: time runs on through each join without a
+    `waiting` stall, and a seek into each chunk lands, shows a picture and plays on."""
+    page_file = encoded.chunked["180p"].parent / "play.html"
+    page_file.write_text('<video id="v" src="video.mp4" muted preload="auto"></video>')
+    with _chromium_page() as page:
+        page.goto(page_file.as_uri())
+        page.evaluate(_RECORD_JS)
+        page.evaluate("""(rate) => { const v = document.getElementById('v');
+            v.playbackRate = rate;
+            v.play().catch(e => window.seen.errors.push(String(e))); }""", RATE)
+        played, seeks = _play_to_end_then_seek_each_chunk(page)
+    _assert_played_across_every_join(played, seeks)
+
+
+@pytest.mark.browser
+def test_assembled_rung_plays_through_hls_across_every_join_in_chromium(
+    encoded: Encoded,
+) -> None:
+    """hls.js plays the joined rung from its byte-range `index.m3u8` over HTTP (ranges served by
+    Starlette's StaticFiles): time runs on through each join with no stall and no hls.js error
+    (buffer holes and stalls are hls.js errors too), and a seek into each chunk lands and plays
+    on. A 2 s forward buffer: fragments are fetched as playback reaches them, so each join is
+    crossed on a fragment appended just before. The back buffer is hls.js's default (kept, as
+    the frontend's `new Hls()`): evicting it and seeking back makes hls.js skip the 2-3 AAC
+    frames that straddle a fragment boundary, the unchunked file's behaviour too."""
+    # Imported here: of the transcoder's tests only this one needs a web server.
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+    from starlette.staticfiles import StaticFiles
+
+    from tests.fixtures.servers import serve
+
+    rung = encoded.chunked["180p"].parent
+    (rung / "hls.html").write_text("<!doctype html><video id='v' muted playsinline></video>")
+    app = Starlette(routes=[Mount("/", StaticFiles(directory=rung))])
+    with serve(app) as base, _chromium_page() as page:
+        page.goto(f"{base}/hls.html")
+        page.add_script_tag(path=str(HLS_JS))
+        page.evaluate(_RECORD_JS)
+        page.evaluate("""(rate) => {
+            const v = document.getElementById('v');
+            window.seen.fragments = [];
+            const hls = new Hls({maxBufferLength: 2, maxMaxBufferLength: 4});
+            hls.on(Hls.Events.FRAG_BUFFERED, (_e, d) => window.seen.fragments.push(d.frag.sn));
+            hls.on(Hls.Events.ERROR, (_e, d) => window.seen.errors.push(
+                'hls:' + d.type + ':' + d.details + (d.fatal ? ':fatal' : '')));
+            hls.on(Hls.Events.MANIFEST_PARSED, () => {
+                v.playbackRate = rate;
+                v.play().catch(e => window.seen.errors.push(String(e)));
+            });
+            hls.loadSource('index.m3u8');
+            hls.attachMedia(v);
+        }""", RATE)
+        played, seeks = _play_to_end_then_seek_each_chunk(page)
+    _assert_played_across_every_join(played, seeks)
+    # Each 2 s fragment was appended once, in order, as playback reached it.
+    assert played["fragments"] == list(range(6)), played
 
 
 def test_chunk_and_assembly_through_s3(
