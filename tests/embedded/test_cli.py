@@ -10,6 +10,7 @@ import httpx
 import pytest
 from videoflix_api.embedded.__main__ import parse_args
 from videoflix_api.embedded.app import canonical_host, canonical_url, redirect_target
+from videoflix_core.chunks import DEFAULT_CHUNK_SECONDS
 
 from tests.embedded.server import EmbeddedServer, make_video
 
@@ -252,13 +253,13 @@ def test_the_other_host_name_is_redirected_to_the_printed_one(tmp_path: Path) ->
         server.stop()
 
 
-def test_chunk_seconds_defaults_off_and_follows_the_operators_variable(
+def test_chunk_seconds_defaults_to_the_measured_length_and_follows_the_operators_variable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("VIDEOFLIX_CHUNK_SECONDS", raising=False)
-    assert parse_args([]).chunk_seconds == 0  # off unless asked for
-    monkeypatch.setenv("VIDEOFLIX_CHUNK_SECONDS", "20")
-    assert parse_args([]).chunk_seconds == 20
+    assert parse_args([]).chunk_seconds == DEFAULT_CHUNK_SECONDS  # on, as the operator
+    monkeypatch.setenv("VIDEOFLIX_CHUNK_SECONDS", "0")
+    assert parse_args([]).chunk_seconds == 0
     assert parse_args(["--chunk-seconds", "10"]).chunk_seconds == 10  # the flag wins
     monkeypatch.setenv("VIDEOFLIX_CHUNK_SECONDS", "soon")
     with pytest.raises(SystemExit):

@@ -18,7 +18,7 @@ from videoflix_api.embedded.dispatcher import (
 from videoflix_api.embedded.media import InvalidKey, UrlSigner, key_path, valid_range_header
 from videoflix_api.embedded.runner import failure_message, parse_line, run_step
 from videoflix_api.embedded.storage import LocalStorage
-from videoflix_core.chunks import plan_chunks
+from videoflix_core.chunks import DEFAULT_CHUNK_SECONDS, plan_chunks
 from videoflix_core.db import Video
 from videoflix_core.ladder import DEFAULT_LADDER, plan_ladder
 from videoflix_core.status import (
@@ -266,8 +266,9 @@ def test_an_indexed_run_is_observed_like_an_indexed_job() -> None:
 
 def test_build_hands_the_chunk_length_to_the_dispatcher(tmp_path: Path) -> None:
     for config, seconds in [
-        (EmbeddedConfig(data_dir=tmp_path / "on", chunk_seconds=10), 10),
-        (EmbeddedConfig(data_dir=tmp_path / "off"), 0),  # off unless asked for
+        (EmbeddedConfig(data_dir=tmp_path / "ten", chunk_seconds=10), 10),
+        (EmbeddedConfig(data_dir=tmp_path / "off", chunk_seconds=0), 0),
+        (EmbeddedConfig(data_dir=tmp_path / "default"), DEFAULT_CHUNK_SECONDS),  # on, measured
     ]:
         embedded = build(config)
         try:

@@ -23,7 +23,8 @@ def test_progress_moves_while_a_step_runs(make_platform: Any, tmp_path: Path) ->
         *("-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=25:duration=60"),
         *("-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"),
     )
-    p: Platform = make_platform(progress_seconds="1")
+    # Unchunked: this is the live progress of one long pod (a chunked rung counts its indexes).
+    p: Platform = make_platform(progress_seconds="1", chunk_seconds="0")
     vid, name = p.transcode(source, renditions=["720p"], thumbnail=False)
     # One rendition, no thumbnail: finished steps alone give 0, 5 (probed) and 100.
     step_values = {0, 5, 100}

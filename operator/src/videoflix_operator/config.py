@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from videoflix_core.chunks import DEFAULT_CHUNK_SECONDS
 from videoflix_core.ladder import DEFAULT_LADDER, Rung
 
 
@@ -141,9 +142,9 @@ class OperatorSettings(BaseSettings):
     thumbnail_deadline_seconds: int = Field(default=600, ge=1)
     # Chunked renditions (issue 14): a constant-rate source longer than one chunk is encoded
     # as an Indexed Job of chunks of this length (rounded to the 2 s keyframe grid), the audio
-    # once, then assembled. 0 = off (every rung one pod, as before) until the integrator turns
-    # it on; `videoflix_core.chunks.DEFAULT_CHUNK_SECONDS` (20) is the measured choice.
-    chunk_seconds: float = Field(default=0.0, ge=0)
+    # once, then assembled. 0 = off (every rung one pod). The default is the measured choice,
+    # `videoflix_core.chunks.DEFAULT_CHUNK_SECONDS` (bench/chunked.py).
+    chunk_seconds: float = Field(default=float(DEFAULT_CHUNK_SECONDS), ge=0)
     chunk_parallelism: int = Field(
         default=4, ge=1, description="Pods of one chunked Job at once (also capped by the cap)."
     )

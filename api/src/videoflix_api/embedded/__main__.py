@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from types import FrameType
 
+from videoflix_core.chunks import DEFAULT_CHUNK_SECONDS
+
 from videoflix_api.embedded.app import (
     ADMIN_EMAIL,
     CANONICAL_LOOPBACK,
@@ -67,9 +69,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--chunk-seconds",
         type=float,
         # A string default goes through `type` too: a bad variable is refused like the flag.
-        default=os.environ.get("VIDEOFLIX_CHUNK_SECONDS", "").strip() or "0",
+        default=os.environ.get("VIDEOFLIX_CHUNK_SECONDS", "").strip() or str(DEFAULT_CHUNK_SECONDS),
         help="encode a long constant-rate source in chunks of about this many seconds, run "
-        "in parallel under --workers (0: off, the default; or $VIDEOFLIX_CHUNK_SECONDS)",
+        f"in parallel under --workers (0: off; default {DEFAULT_CHUNK_SECONDS} or "
+        "$VIDEOFLIX_CHUNK_SECONDS)",
     )
     parser.add_argument(
         "--frontend-url",

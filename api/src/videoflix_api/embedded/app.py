@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
+from videoflix_core.chunks import DEFAULT_CHUNK_SECONDS
 from videoflix_core.db import User, Video
 from videoflix_core.db.migrate import upgrade
 from videoflix_core.storage import source_key
@@ -56,8 +57,9 @@ class EmbeddedConfig:
     database_url: str | None = None
     max_parallel: int | None = None
     # > 0: long constant-rate sources are encoded in chunks of about this many seconds, as the
-    # operator's VIDEOFLIX_CHUNK_SECONDS; 0 (the default): off, one process per rendition.
-    chunk_seconds: float = 0.0
+    # operator's VIDEOFLIX_CHUNK_SECONDS (the same measured default); 0: off, one process per
+    # rendition.
+    chunk_seconds: float = float(DEFAULT_CHUNK_SECONDS)
     # E-mail links point here; None: this server's own page (`--frontend-url` for the Angular app).
     frontend_url: str | None = None
     smtp_host: str | None = None
