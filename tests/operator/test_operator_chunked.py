@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from videoflix_core.transcode import Strategy
 
 from tests.fixtures.media import frame_shape
 from tests.fixtures.procs import wait_until
@@ -106,3 +107,41 @@ def test_a_60s_source_in_10s_chunks_is_frame_exact_and_a_failed_index_retries_al
     chunked = frame_shape(assembled)
     assert len(chunked["video_pts"]) == 600
     assert chunked == unchunked
+
+
+def test_single_pass_chunks_every_rung_from_one_decode_per_index(
+    make_platform: Any, long_source: Path, tmp_path: Path
+) -> None:
+    p: Platform = make_platform(chunk_seconds="10", chunk_parallelism="2")
+    vid, name = p.transcode(
+        long_source, renditions=["120p", "180p"], thumbnail=False, strategy=Strategy.SINGLE_PASS
+    )
+    cr = p.wait_phase(name, "Succeeded", timeout=120)
+
+    st = cr["status"]
+    assert st["ready"] == "2/2" and st["audio"]["phase"] == "Succeeded"
+    jobs = p.jobs(name)
+    by_step: dict[str, list[dict[str, Any]]] = {}
+    for job in jobs:
+        by_step.setdefault(job["metadata"]["labels"]["videoflix.io/step"], []).append(job)
+    # One Indexed Job encodes both rungs of each chunk; each rung is assembled on its own.
+    assert {step: len(js) for step, js in by_step.items()} == {
+        "probe": 1, "chunk": 1, "audio": 1, "assemble": 2
+    }  # fmt: skip
+    (chunk_job,) = by_step["chunk"]
+    assert chunk_job["spec"]["completionMode"] == "Indexed"
+    assert chunk_job["spec"]["completions"] == 6
+    assert chunk_job["status"]["completedIndexes"] == "0-5"
+    shapes = {}
+    for rung in ("120p", "180p"):
+        output = st["renditions"][rung]["output"]
+        assert output["file"] == f"videos/{vid}/{rung}/video.mp4"
+        local = tmp_path / f"{rung}.mp4"
+        p.minio.client().download_file(p.bucket, output["file"], str(local))
+        shapes[rung] = frame_shape(local)
+    # Every frame of the source in each rung, on the same timeline.
+    assert len(shapes["120p"]["video_pts"]) == 600
+    assert shapes["120p"]["video_pts"] == shapes["180p"]["video_pts"]
+    assert shapes["120p"]["duration"] == shapes["180p"]["duration"]
+    assert p.video(vid).processing_state == "ready"
+    assert not [k for k in p.keys(vid) if k.startswith(f"videos/{vid}/chunks/")]
