@@ -546,6 +546,11 @@ class LocalKubelet:
                 raise RuntimeError("the kubelet stopped before the API server took the call")
             delay = min(delay * 2, API_RETRY_MAX_DELAY)
 
+    def _read(self, path: str) -> Obj | None:
+        """An object a pod needs (Secret, ConfigMap), None when it does not exist; read again
+        through an API server outage instead of failing the pod for it."""
+        return self._until_taken(lambda: self._client.get_or_none(path))
+
     def _pod_path(self, pod: Obj) -> str:
         meta = pod["metadata"]
         return f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}"
@@ -748,9 +753,7 @@ class LocalKubelet:
         volumes = self._volumes(runtime)
 
         def lookup(kind: str) -> podenv.Lookup:
-            return lambda name: self._client.get_or_none(
-                f"/api/v1/namespaces/{namespace}/{kind}/{name}"
-            )
+            return lambda name: self._read(f"/api/v1/namespaces/{namespace}/{kind}/{name}")
 
         runs = []
         for container in containers:
@@ -818,9 +821,7 @@ class LocalKubelet:
             host.chmod(0o777)  # a kubelet's emptyDir: writable by any runAsUser
 
         def lookup(kind: str) -> podenv.Lookup:
-            return lambda name: self._client.get_or_none(
-                f"/api/v1/namespaces/{namespace}/{kind}/{name}"
-            )
+            return lambda name: self._read(f"/api/v1/namespaces/{namespace}/{kind}/{name}")
 
         runs: list[ContainerRun] = []
         for container in containers:
@@ -897,9 +898,7 @@ class LocalKubelet:
                 if "secret" in projected:
                     sources.append(("secrets", projected["secret"]))
             for kind, ref in sources:
-                obj = self._client.get_or_none(
-                    f"/api/v1/namespaces/{namespace}/{kind}/{ref.get('name', '')}"
-                )
+                obj = self._read(f"/api/v1/namespaces/{namespace}/{kind}/{ref.get('name', '')}")
                 if obj is None:
                     if ref.get("optional"):
                         continue
