@@ -10,10 +10,14 @@ CRs arrive at a fixed rate (--rate, default 20/s). Reports, each figure next to 
     (every client's: the controller manager's and the kubelet's pod work are in it; the
     breakdown by resource shows which are the operator's),
   - then the operator is restarted with every CR present: time until each CR was reconciled
-    again (steady state), duplicate Jobs created by the new process, its peak RSS.
+    again (steady state), duplicate Jobs created by the new process, its peak RSS,
+  - then the anchor, with the operator stopped: the same 4N Jobs POSTed straight to the API
+    server at the same rate, released, their pods run by the same fast kubelet. Its throughput
+    is the control plane's own ceiling on this machine (no operator can beat it), printed next
+    to ours with the ratio, and its requests per CR next to ours.
 
     nice -n 10 uv run --frozen python bench/operator_scale.py [--count 1000] [--rate 20]
-        [--cap 2000] [--timeout 1800] [--no-restart] [--json out.json]
+        [--cap 2000] [--timeout 1800] [--no-restart] [--no-anchor] [--json out.json]
 
 Each CR plans probe + 120p + 360p + thumbnail (a 480p probe result), so N CRs make 4N Jobs.
 No database (VIDEOFLIX_DATABASE_URL unset): this measures the cluster side only.
@@ -33,6 +37,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -175,19 +180,26 @@ def api_requests(kube: Kube) -> Counter[tuple[str, str, str]]:
     return out
 
 
-def job_steps(kube: Kube, path: str) -> list[tuple[str, str, str]]:
-    """(CR, step, Job name) of every Job, listed in pages."""
-    out: list[tuple[str, str, str]] = []
+def all_jobs(kube: Kube, path: str) -> list[dict[str, Any]]:
+    """Every Job under `path`, listed in pages."""
+    out: list[dict[str, Any]] = []
     token = ""
     while True:
         page = kube.client.get(path, limit=500, **({"continue": token} if token else {}))
-        for job in page.get("items") or []:
-            labels = job["metadata"].get("labels") or {}
-            step = labels.get("videoflix.io/rendition") or labels.get("videoflix.io/step", "")
-            out.append((labels.get("videoflix.io/transcode", ""), step, job["metadata"]["name"]))
+        out += page.get("items") or []
         token = page["metadata"].get("continue") or ""
         if not token:
             return out
+
+
+def job_steps(jobs: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """(CR, step, Job name) of each Job."""
+    out: list[tuple[str, str, str]] = []
+    for job in jobs:
+        labels = job["metadata"].get("labels") or {}
+        step = labels.get("videoflix.io/rendition") or labels.get("videoflix.io/step", "")
+        out.append((labels.get("videoflix.io/transcode", ""), step, job["metadata"]["name"]))
+    return out
 
 
 def duplicates(jobs: list[tuple[str, str, str]]) -> int:
@@ -221,6 +233,125 @@ def watch(
         except Exception:  # the watch is restarted; the bench must not die on a reconnect
             time.sleep(0.5)
     client.close()
+
+
+def arrive(
+    kube: Kube, path: str, manifests: list[dict[str, Any]], rate: float, created: dict[str, float]
+) -> float:
+    """POST each manifest at its slot of a steady `rate` (not a burst), from a few threads so a
+    slow answer does not push every later arrival back; `created` gets each one's POST time.
+    Returns the seconds from the first slot to the last answer."""
+    began = time.monotonic()
+    local = threading.local()
+
+    def post(i: int) -> None:
+        delay = began + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        if not hasattr(local, "client"):
+            local.client = kube.new_client()
+        created[manifests[i]["metadata"]["name"]] = time.monotonic()
+        local.client.create(path, manifests[i])
+
+    with ThreadPoolExecutor(max_workers=16, thread_name_prefix="arrive") as pool:
+        list(pool.map(post, range(len(manifests))))  # raises the first failed POST
+    return time.monotonic() - began
+
+
+def bare_jobs(jobs: list[dict[str, Any]], namespace: str) -> list[dict[str, Any]]:
+    """Copies of the operator's Jobs for the anchor: same pod template, created released, no
+    owner, in the anchor's namespace, without the operator's labels (it must not see them)."""
+    out = []
+    for job in jobs:
+        spec = dict(job["spec"])
+        spec["suspend"] = False
+        spec.pop("selector", None)  # generated per Job
+        template = json.loads(json.dumps(spec["template"]))
+        for key in (
+            "controller-uid",
+            "batch.kubernetes.io/controller-uid",
+            "job-name",
+            "batch.kubernetes.io/job-name",
+        ):
+            template["metadata"].get("labels", {}).pop(key, None)
+        spec["template"] = template
+        out.append(
+            {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "metadata": {
+                    "name": f"bare-{len(out)}",
+                    "namespace": namespace,
+                    "labels": {"bench": "anchor"},
+                },
+                "spec": spec,
+            }
+        )
+    return out
+
+
+def transcode_namespace(kube: Kube, name: str) -> str:
+    """A namespace with what the transcoder pods refer to (service account, S3 secret)."""
+    namespace = kube.create_namespace(name)
+    kube.client.create(
+        f"/api/v1/namespaces/{namespace}/serviceaccounts",
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": "videoflix-transcoder"},
+        },
+    )
+    kube.client.create(
+        f"/api/v1/namespaces/{namespace}/secrets",
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "videoflix-s3"},
+            "stringData": {"VIDEOFLIX_S3_ENDPOINT_URL": "http://127.0.0.1:9"},
+        },
+    )
+    return namespace
+
+
+def anchor_phase(
+    kube: Kube, jobs: list[dict[str, Any]], rate: float, timeout: float
+) -> dict[str, Any]:
+    """The control plane alone: the operator's 4N Jobs POSTed straight at the API server at the
+    same rate (4 per CR slot, all at once: no probe-first ordering, so an upper bound), the
+    kubelet's fast mode running their pods. What any operator on this cluster could reach."""
+    namespace = transcode_namespace(kube, "bench-anchor")
+    manifests = bare_jobs(jobs, namespace)
+    jobs_path = f"/apis/batch/v1/namespaces/{namespace}/jobs"
+    done: dict[str, float] = {}
+    stop = threading.Event()
+
+    def on_job(_type: str, obj: dict[str, Any]) -> None:
+        conditions = (obj.get("status") or {}).get("conditions") or []
+        if any(c.get("type") == "Complete" and c.get("status") == "True" for c in conditions):
+            done.setdefault(obj["metadata"]["name"], time.monotonic())
+
+    watcher = threading.Thread(target=watch, args=(kube, jobs_path, stop, on_job), daemon=True)
+    watcher.start()
+    time.sleep(1)
+    before = api_requests(kube)
+    created: dict[str, float] = {}
+    began = time.monotonic()
+    arrive(kube, jobs_path, manifests, rate * 4, created)
+    deadline = began + timeout
+    while len(done) < len(manifests) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    span = max(done.values(), default=began) - began
+    time.sleep(2)
+    delta = api_requests(kube) - before
+    stop.set()
+    took = [done[n] - created[n] for n in created if n in done]
+    return {
+        "anchor_jobs": len(manifests),
+        "anchor_complete": len(done),
+        "anchor_throughput": len(done) / 4 / span if span > 0 else float("nan"),
+        "anchor_complete_p99_s": pick(took, 0.99),
+        "anchor_requests_per_cr": 4 * sum(delta.values()) / max(1, len(manifests)),
+    }
 
 
 class Operator:
@@ -302,6 +433,7 @@ def main() -> int:
     )
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--no-restart", action="store_true", help="skip the restart phase")
+    parser.add_argument("--no-anchor", action="store_true", help="skip the bare-Jobs anchor phase")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     # SIGTERM (a backgrounded run ignores SIGINT) still stops the operator and the cluster.
@@ -309,24 +441,7 @@ def main() -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="videoflix-bench-"))
     kube = start_kube(workdir)
-    namespace = kube.create_namespace("bench-operator")
-    kube.client.create(
-        f"/api/v1/namespaces/{namespace}/serviceaccounts",
-        {
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": {"name": "videoflix-transcoder"},
-        },
-    )
-    kube.client.create(
-        f"/api/v1/namespaces/{namespace}/secrets",
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "videoflix-s3"},
-            "stringData": {"VIDEOFLIX_S3_ENDPOINT_URL": "http://127.0.0.1:9"},
-        },
-    )
+    namespace = transcode_namespace(kube, "bench-operator")
     kube.kubelet.set_fast_mode(fast_result)
     metrics_port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIDEOFLIX_")}
@@ -378,15 +493,11 @@ def main() -> int:
         time.sleep(1)  # the bench's own watches are up
         before = api_requests(kube)
         began = time.monotonic()
-        for i in range(1, args.count + 1):
-            # A steady arrival rate, not a burst: sleep until this CR's slot.
-            delay = began + (i - 1) / args.rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            manifest = videotranscode_manifest(i, "media", f"videos/{i}/source/a.mp4", 0, namespace)
-            created[manifest["metadata"]["name"]] = time.monotonic()
-            kube.client.create(path, manifest)
-        create_seconds = time.monotonic() - began
+        manifests = [
+            videotranscode_manifest(i, "media", f"videos/{i}/source/a.mp4", 0, namespace)
+            for i in range(1, args.count + 1)
+        ]
+        create_seconds = arrive(kube, path, manifests, args.rate, created)
         deadline = began + args.timeout
         assert operator.proc is not None
         while time.monotonic() < deadline:
@@ -421,7 +532,7 @@ def main() -> int:
             restart_after = api_requests(kube)
             figures["restart_s"] = steady
             figures["restart_peak_rss_mib"] = operator.peak_kib / 1024
-            figures["duplicates"] = duplicates(job_steps(kube, jobs_path))
+            figures["duplicates"] = duplicates(job_steps(all_jobs(kube, jobs_path)))
             figures["restart_jobs_created"] = sum(
                 n - restart_before[k]
                 for k, n in restart_after.items()
@@ -429,6 +540,13 @@ def main() -> int:
             )
             figures["restart_succeeded_before"] = len(succeeded)
             figures["restart_requests"] = sum(restart_after.values()) - sum(restart_before.values())
+        if not args.no_anchor:
+            operator.stop()  # the anchor has the machine to itself, as the operator had
+            ours = [
+                j for j in all_jobs(kube, jobs_path) if j["metadata"]["name"].startswith("video-")
+            ]
+            ours.sort(key=lambda j: j["metadata"]["creationTimestamp"])
+            figures.update(anchor_phase(kube, ours[: 4 * args.count], args.rate, args.timeout))
     finally:
         stop.set()
         operator.stop()
@@ -504,6 +622,27 @@ def main() -> int:
         ("operator CPU", f"{f['cpu_seconds']:.1f} s", "", ""),
         ("kube-apiserver requests per CR", f"{f['requests_per_cr']:.1f} (all clients)", "", ""),
     ]
+    if "anchor_throughput" in f:
+        rows += [
+            (
+                "anchor: bare Jobs to Complete",
+                f"{f['anchor_throughput']:.1f} CRs/s ({f['anchor_complete']}/{f['anchor_jobs']})",
+                "same Jobs, no operator",
+                "",
+            ),
+            (
+                "ours / anchor throughput",
+                f"{f['throughput'] / f['anchor_throughput']:.2f}x",
+                "the cluster's ceiling = 1.0x",
+                "",
+            ),
+            (
+                "anchor: requests per CR",
+                f"{f['anchor_requests_per_cr']:.1f} (all clients)",
+                f"ours {f['requests_per_cr']:.1f}",
+                "",
+            ),
+        ]
     if "restart_s" in f:
         rows += [
             (

@@ -20,6 +20,7 @@ from videoflix_operator.builders import Owner, build_job
 from videoflix_operator.config import OperatorSettings
 from videoflix_operator.plan import (
     Observed,
+    admit_on_create,
     deciding_pod_message,
     job_result,
     observe_job,
@@ -290,6 +291,38 @@ def test_scheduler_never_exceeds_the_cap() -> None:
     assert select_releases(jobs, cap=4) == ([], 5, 5)
 
 
+def test_scheduler_counts_reserved_slots_as_running() -> None:
+    jobs = [job_for_queue("r", suspend=False), job_for_queue("q1", suspend=True)]
+    jobs.append(job_for_queue("q2", suspend=True, created="2026-01-01T00:00:09Z"))
+    assert [n for _, n in select_releases(jobs, cap=3)[0]] == ["q1", "q2"]
+    chosen, running, _ = select_releases(jobs, cap=3, reserved=1)
+    assert ([n for _, n in chosen], running) == (["q1"], 2)
+
+
+def test_new_jobs_start_released_while_the_cap_has_room_and_nothing_waits() -> None:
+    new = [job_for_queue(n, suspend=True) for n in ("a", "b", "c")]
+    running = [job_for_queue("r", suspend=False), job_for_queue("d", suspend=False, finished=True)]
+    assert admit_on_create(new, running, cap=10) == ["a", "b", "c"]
+    assert admit_on_create(new, running, cap=3) == ["a", "b"]
+    assert admit_on_create(new, running, cap=3, reserved=2) == []  # in-flight creates count
+
+
+def test_new_jobs_queue_behind_anything_already_waiting() -> None:
+    """A free slot goes to the oldest queued Job (the scheduler's order), never to a newcomer."""
+    new = [job_for_queue("new", suspend=True)]
+    waiting = [job_for_queue("old", suspend=True, created="2026-01-01T00:00:01Z")]
+    assert admit_on_create(new, waiting, cap=10) == []
+
+
+def test_a_wide_new_job_is_admitted_only_when_its_pods_fit() -> None:
+    wide = job_for_queue("chunks", suspend=True)
+    wide["spec"].update({"completionMode": "Indexed", "completions": 6, "parallelism": 4})
+    running = [job_for_queue(f"r{i}", suspend=False) for i in range(2)]
+    assert admit_on_create([wide], running, cap=6) == ["chunks"]
+    assert admit_on_create([wide], running, cap=5) == []
+    assert admit_on_create([wide], [], cap=2) == ["chunks"]  # wider than the cap: runs alone
+
+
 def test_status_patch_nulls_what_is_gone_and_skips_what_is_same() -> None:
     old = {
         "phase": "Transcoding",
@@ -446,4 +479,3 @@ def test_a_finished_job_with_a_lost_result_is_rerun_not_failed() -> None:
     assert actions.delete_jobs == [name]
     assert actions.status.phase == Phase.PENDING and actions.status.message is None
     assert [j["metadata"]["name"] for j in actions.create] == [name]
-

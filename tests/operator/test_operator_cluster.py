@@ -12,6 +12,7 @@ import httpx
 import pytest
 from sqlalchemy.orm import Session
 from videoflix_core.db.models import Video
+from videoflix_core.transcode import LABEL_RENDITION, LABEL_STEP
 
 from tests.cluster.fixtures import Kube
 from tests.fixtures.procs import wait_until
@@ -76,6 +77,14 @@ def test_1080p_source_ends_succeeded_with_four_renditions_and_thumbnail(
     for job in jobs:
         assert job["metadata"]["ownerReferences"][0]["uid"] == cr["metadata"]["uid"]
         assert len(job["metadata"]["name"]) <= 63
+    # Created released while the cap (4) had room, queued past it: the probe alone, then 4 of
+    # the 5 Jobs it planned started at once and one waited for the scheduler.
+    was_queued = {
+        (job["metadata"]["labels"][LABEL_STEP], job["metadata"]["labels"][LABEL_RENDITION])
+        for job in jobs
+        if any(c["type"] == "Suspended" for c in job.get("status", {}).get("conditions") or [])
+    }
+    assert len(was_queued) == 1 and next(iter(was_queued))[0] != "probe", was_queued
     assert "videoflix.io/cleanup" in cr["metadata"]["finalizers"]
     # kopf posts Events in the background: wait for them rather than read them once.
     expected = {"Probing", "Probed", "TranscodeSucceeded"}

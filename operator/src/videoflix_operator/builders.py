@@ -252,7 +252,8 @@ def build_job(
     chunks: Sequence[Chunk] = (),
     with_audio: bool = True,
 ) -> dict[str, Any]:
-    """The Job for one step, created suspended: the scheduler alone releases Jobs under the cap.
+    """The Job for one step, built suspended: the reconciler creates it released only when
+    `plan.admit_on_create` finds room under the cap, else the scheduler releases it.
 
     A chunk step is an Indexed Job with one index per chunk (`indexed_spec`)."""
     name = job_name(owner.name, spec_hash, step)

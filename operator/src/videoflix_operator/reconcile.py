@@ -52,7 +52,9 @@ from videoflix_operator.plan import (
     Actions,
     EventNote,
     Observed,
+    admit_on_create,
     is_finished,
+    job_pods,
     job_result,
     job_verdict,
     plan,
@@ -147,6 +149,10 @@ class Reconciler:
     # Namespaces with transcodes: the cap spans all of them (kopf may watch every namespace).
     _namespaces: set[str] = field(default_factory=set)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    # Pods of Jobs being created released whose answer is not in the Job cache yet: counted as
+    # running by every cap decision, so two reconciles (or one and the scheduler) deciding while
+    # a create is in flight cannot both take the last slot.
+    _reserved: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def request(self, namespace: str, name: str, delay: float = 0.5) -> None:
         """Reconcile soon, once for a burst of triggers: one Job change comes as several watch
@@ -263,17 +269,7 @@ class Reconciler:
                 namespace, job_name, {ANNOTATION_PRIORITY: str(spec.priority)}
             )
             self.scheduler_wakeup.set()
-        created: set[str] = set()
-        for manifest in actions.create:
-            if await self.kube.create_job(namespace, manifest):
-                created.add(manifest["metadata"]["name"])
-                job_labels = manifest["metadata"]["labels"]
-                metrics.JOBS_CREATED.labels(
-                    step=step_kind(step_key(manifest) or ""),
-                    rendition=job_labels.get("videoflix.io/rendition", ""),
-                ).inc()
-                log.info("Created Job %s", manifest["metadata"]["name"])
-                faults.crash_point(faults.AFTER_JOB_CREATE)
+        created = await self._create_jobs(namespace, actions.create)
         if created:
             self.scheduler_wakeup.set()
         if any(is_finished(j) for j in jobs):
@@ -305,6 +301,43 @@ class Reconciler:
             raise unsynced
         if actions.status.phase.is_final:
             self._prune(namespace, name)
+
+    async def _create_jobs(self, namespace: str, manifests: list[Obj]) -> set[str]:
+        """Create the planned Jobs, released when `admit_on_create` finds room under the cap
+        (decided and reserved before the first await), else suspended for the scheduler."""
+        admitted = admit_on_create(
+            manifests,
+            self.kube.unfinished_jobs(),
+            self.settings.max_running_jobs,
+            sum(self._reserved.values()),
+        )
+        for manifest in manifests:
+            if manifest["metadata"]["name"] in admitted:
+                self._reserved[(namespace, manifest["metadata"]["name"])] = job_pods(manifest)
+        created: set[str] = set()
+        try:
+            for manifest in manifests:
+                job_name = manifest["metadata"]["name"]
+                if job_name in admitted:
+                    manifest = {**manifest, "spec": {**manifest["spec"], "suspend": False}}
+                try:
+                    made = await self.kube.create_job(namespace, manifest)
+                finally:  # the cache now holds the answer (or it failed): no longer reserved
+                    self._reserved.pop((namespace, job_name), None)
+                if not made:
+                    continue
+                created.add(job_name)
+                job_labels = manifest["metadata"]["labels"]
+                metrics.JOBS_CREATED.labels(
+                    step=step_kind(step_key(manifest) or ""),
+                    rendition=job_labels.get("videoflix.io/rendition", ""),
+                ).inc()
+                log.info("Created Job %s%s", job_name, "" if job_name in admitted else " (queued)")
+                faults.crash_point(faults.AFTER_JOB_CREATE)
+        finally:
+            for job_name in admitted:  # a failed create leaves the rest unreserved too
+                self._reserved.pop((namespace, job_name), None)
+        return created
 
     async def _finished_results(
         self,
@@ -498,7 +531,9 @@ class Reconciler:
         releases something, however many Jobs exist.
         """
         releases, running, queued = select_releases(
-            self.kube.unfinished_jobs(), self.settings.max_running_jobs
+            self.kube.unfinished_jobs(),
+            self.settings.max_running_jobs,
+            sum(self._reserved.values()),
         )
         # Concurrently: a freed batch of slots is filled in one round trip, not one per Job.
         await asyncio.gather(*(self.kube.release_job(ns, job) for ns, job in releases))
@@ -508,7 +543,8 @@ class Reconciler:
         metrics.QUEUE_DEPTH.set(queued - len(releases))
 
     async def run_scheduler(self) -> None:
-        """The one place that unsuspends Jobs, so the cap holds without races between CRs."""
+        """The one place that unsuspends queued Jobs; new Jobs start released only through
+        `admit_on_create`, and both count the reserved slots, so the cap holds between CRs."""
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
