@@ -148,6 +148,9 @@ def create_app(
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = sessionmaker(engine, expire_on_commit=False)
+    # The same pool without transactions, for `deps.Reader`: a read-only request needs no
+    # BEGIN/COMMIT round trips.
+    app.state.read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
     app.state.storage = storage if storage is not None else make_storage(settings)
     app.state.dispatcher = dispatcher
     # Built on first use: the API serves (and passes its probes) while the cluster is unreachable.

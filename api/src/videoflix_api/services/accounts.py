@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import Connection, CursorResult, bindparam, select, update
 from sqlalchemy.orm import Session
 from videoflix_core.db import (
     Favorite,
@@ -53,6 +53,27 @@ def get_user_by_email(session: Session, email: str) -> User | None:
 
 def email_exists(session: Session, email: str) -> bool:
     return get_user_by_email(session, email) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """A signed-in account as read-only routes need it: loading the `User` entity cost more
+    than the query behind it."""
+
+    id: int
+    is_staff: bool
+
+
+# Built once: building and compiling the statement per request cost more than running it.
+_ACTIVE_VIEWER = select(User.id, User.is_staff).where(
+    User.id == bindparam("user_id"), User.is_active.is_(True)
+)
+
+
+def active_viewer(conn: Connection, user_id: int) -> Viewer | None:
+    """The account `user_id` when it exists and is active, else None (refused as signed out)."""
+    row = conn.execute(_ACTIVE_VIEWER, {"user_id": user_id}).first()
+    return None if row is None else Viewer(row[0], bool(row[1]))
 
 
 class Registration(StrEnum):
