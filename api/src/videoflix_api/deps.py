@@ -8,10 +8,10 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, Select
 from sqlalchemy.orm import Session
 from videoflix_core.db import User
 
@@ -22,7 +22,7 @@ from videoflix_api.mail import Mailer
 from videoflix_api.observability import Metrics
 from videoflix_api.ratelimit import RateLimiter
 from videoflix_api.security import TokenClaims
-from videoflix_api.services.accounts import Viewer, active_viewer
+from videoflix_api.services.accounts import Viewer, active_viewer, checked_first
 from videoflix_api.services.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,8 @@ class Reader:
 
     `connect()` checks out one autocommit connection (no BEGIN/COMMIT round trips, no ORM
     session) and first checks that the account exists and is active, as `get_current_user`
-    does: the only way to a connection goes through that check. Made by an async dependency
+    does; `first()` reads one row in the same statement as that check. The only ways to the
+    database go through the check. Made by an async dependency
     and used inside the route's one thread-pool call, so a request costs one hop, not one per
     dependency (session open, user, handler, session close).
     """
@@ -181,6 +182,15 @@ class Reader:
             if viewer is None:
                 raise _inactive(self._metrics)
             yield conn, viewer
+
+    def first(self, query: Select[Any], params: dict[str, Any]) -> tuple[Any, ...] | None:
+        """The first row of `query` (None when it has none), read in the same statement as the
+        account check (`accounts.checked_first`): one round trip where `connect()` takes two."""
+        with self._engine.connect() as conn:
+            checked = checked_first(conn, self._claims.user_id, query, params)
+        if checked is None:
+            raise _inactive(self._metrics)
+        return checked[1]
 
 
 async def get_reader(request: Request, claims: ClaimsDep, metrics: MetricsDep) -> Reader:

@@ -321,8 +321,9 @@ async def video_url(
 def _playback_url(
     reader: Reader, video_id: int, quality: str | None, settings: Settings, storage: Storage
 ) -> VideoUrl:
-    with reader.connect() as (conn, _):
-        video = require_playback(conn, video_id)
+    video = svc.playback_of(reader.first(svc.PLAYBACK, svc.playback_params(video_id)))
+    if video is None:
+        raise HTTPException(404, "Not found.")
     served = svc.playable_quality(video.converted_files, quality)
     if served is None:
         raise HTTPException(404, "This video is not playable yet.")

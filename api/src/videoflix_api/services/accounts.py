@@ -6,9 +6,20 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import lru_cache
+from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import Connection, CursorResult, bindparam, select, update
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Select,
+    bindparam,
+    literal_column,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.orm import Session
 from videoflix_core.db import (
     Favorite,
@@ -74,6 +85,29 @@ def active_viewer(conn: Connection, user_id: int) -> Viewer | None:
     """The account `user_id` when it exists and is active, else None (refused as signed out)."""
     row = conn.execute(_ACTIVE_VIEWER, {"user_id": user_id}).first()
     return None if row is None else Viewer(row[0], bool(row[1]))
+
+
+@lru_cache(maxsize=32)
+def _with_active_viewer(query: Select[Any]) -> Select[Any]:
+    """`_ACTIVE_VIEWER` outer-joined with `query` (one row at most): no row when the account is
+    not active, else the viewer's columns, `query`'s, and `found` (NULL when `query` has no
+    row). Plain subqueries joined ON true: PostgreSQL and SQLite both plan it as two lookups.
+    Built once per query."""
+    viewer = _ACTIVE_VIEWER.subquery("viewer")
+    data = query.add_columns(literal_column("1").label("found")).subquery("data")
+    return select(viewer, data).select_from(viewer.outerjoin(data, true()))
+
+
+def checked_first(
+    conn: Connection, user_id: int, query: Select[Any], params: dict[str, Any]
+) -> tuple[Viewer, tuple[Any, ...] | None] | None:
+    """`active_viewer` and the first row of `query` (None when it has none) in one statement, so
+    one round trip; None when the account is not active."""
+    row = conn.execute(_with_active_viewer(query), {**params, "user_id": user_id}).first()
+    if row is None:
+        return None
+    values = tuple(row)
+    return Viewer(values[0], bool(values[1])), (None if values[-1] is None else values[2:-1])
 
 
 class Registration(StrEnum):

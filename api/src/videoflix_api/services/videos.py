@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -246,17 +246,25 @@ class Playback:
     duration_seconds: float | None
 
 
-_PLAYBACK = select(Video.converted_files, Video.duration_seconds).where(
+PLAYBACK = select(Video.converted_files, Video.duration_seconds).where(
     Video.id == bindparam("video_id")
 )
 
 
+def playback_params(video_id: int) -> dict[str, int]:
+    """`PLAYBACK`'s parameters. An id outside the column's range asks for 0, which no row has
+    (SQLite refuses integers beyond 64 bits; the query still runs, e.g. with the account check)."""
+    return {"video_id": video_id if 0 < video_id < 2**31 else 0}
+
+
+def playback_of(row: Sequence[Any] | None) -> Playback | None:
+    """A `PLAYBACK` row as what a playback URL is decided from."""
+    return None if row is None else Playback(row[0] or {}, row[1])
+
+
 def get_playback(conn: Connection, video_id: int) -> Playback | None:
     """The two columns a playback URL needs, without loading the whole row as an entity."""
-    if not 0 < video_id < 2**31:
-        return None
-    row = conn.execute(_PLAYBACK, {"video_id": video_id}).first()
-    return None if row is None else Playback(row[0] or {}, row[1])
+    return playback_of(conn.execute(PLAYBACK, playback_params(video_id)).first())
 
 
 def visible(video: Video, *, staff: bool) -> bool:
