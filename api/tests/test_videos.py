@@ -29,6 +29,7 @@ def test_a_deactivated_or_deleted_account_is_signed_out_of_the_read_routes(
     routes = [
         "/content/",
         "/content/?limit=5",
+        "/videos/?favorites=true&limit=5",
         f"/content/video-url/{video_id}/?quality=120p",
         f"/content/video-url/{video_id + 1}/",  # no such video: 404 signed in, 401 signed out
         f"/content/video-url/{2**70}/",  # beyond the column: the same
@@ -37,7 +38,7 @@ def test_a_deactivated_or_deleted_account_is_signed_out_of_the_read_routes(
         client.cookies.clear()
         account = make_user(app, email)
         login(client, account)
-        assert [client.get(path).status_code for path in routes] == [200, 200, 200, 404, 404]
+        assert [client.get(path).status_code for path in routes] == [200, 200, 200, 200, 404, 404]
         with app.state.sessionmaker() as session:
             user = session.get_one(User, account.id)
             if end == "delete":
@@ -51,7 +52,7 @@ def test_a_deactivated_or_deleted_account_is_signed_out_of_the_read_routes(
             assert r.json() == {"detail": "User is inactive or was deleted."}
     client.cookies.clear()
     text = client.get("/metrics").text
-    assert 'videoflix_auth_failures_total{reason="inactive"} 10.0' in text
+    assert 'videoflix_auth_failures_total{reason="inactive"} 12.0' in text
 
 
 def test_content_list_shape_and_keyset_pages(app: FastAPI, viewer_client: TestClient) -> None:

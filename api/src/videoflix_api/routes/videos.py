@@ -350,9 +350,8 @@ def _rendition_url(
 
 
 @router.get("/", response_model=VideoPage)
-def list_videos(
-    user: CurrentUser,
-    session: SessionDep,
+async def list_videos(
+    reader: ReaderDep,
     settings: SettingsDep,
     storage: StorageDep,
     base: BaseUrlDep,
@@ -364,14 +363,37 @@ def list_videos(
     favorites: bool = False,
 ) -> VideoPage:
     """Videos newest first, filtered, with a keyset cursor for the next page."""
-    filters = svc.VideoFilter(
-        category,
-        processing_state,
-        search,
-        favorites_of=user.id if favorites else None,
-        with_sourceless=user.is_staff,
+    # Async with one thread-pool call for all of the blocking work (see `deps.Reader`).
+    return await run_in_threadpool(
+        _videos_page,
+        reader,
+        settings,
+        storage,
+        base,
+        limit,
+        cursor,
+        svc.VideoFilter(category, processing_state, search),
+        favorites,
     )
-    rows, next_cursor = _page(session.connection(), settings, filters, limit=limit, cursor=cursor)
+
+
+def _videos_page(
+    reader: Reader,
+    settings: Settings,
+    storage: Storage,
+    base: str,
+    limit: int | None,
+    cursor: str | None,
+    asked: svc.VideoFilter,
+    favorites: bool,
+) -> VideoPage:
+    with reader.connect() as (conn, viewer):
+        filters = replace(
+            asked,
+            favorites_of=viewer.id if favorites else None,
+            with_sourceless=viewer.is_staff,
+        )
+        rows, next_cursor = _page(conn, settings, filters, limit=limit, cursor=cursor)
     return VideoPage(results=videos_public(rows, settings, storage, base), next_cursor=next_cursor)
 
 
