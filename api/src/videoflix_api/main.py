@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
+import orjson
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
@@ -50,7 +51,9 @@ throttled requests get 429 with `Retry-After`.
 def make_engine(settings: Settings) -> Engine:
     url = settings.database_url
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False})
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False}, json_deserializer=orjson.loads
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
@@ -60,7 +63,14 @@ def make_engine(settings: Settings) -> Engine:
             cursor.close()
 
         return engine
-    engine = create_engine(url, pool_size=settings.database_pool_size, max_overflow=10)
+    engine = create_engine(
+        url,
+        pool_size=settings.database_pool_size,
+        max_overflow=10,
+        # A list page reads 51 `converted_files` documents: with the standard library's parser
+        # that was ~7 us each, ~10 % of the page's CPU; orjson parses them at a fraction.
+        json_deserializer=orjson.loads,
+    )
     ping_when_idle(engine, PING_IDLE_SECONDS)
     return engine
 
