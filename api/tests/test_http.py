@@ -246,3 +246,16 @@ def test_openapi_documents_the_contract(client: TestClient) -> None:
 def test_staff_login_has_is_staff(app: FastAPI, client: TestClient) -> None:
     body = login(client, make_user(app, "boss@example.com", staff=True))
     assert body["is_staff"] is True
+
+
+def test_the_collector_is_tuned_only_while_the_app_serves(app: FastAPI) -> None:
+    import gc
+
+    from videoflix_api.main import SERVING_GC_THRESHOLDS
+
+    before = gc.get_threshold()
+    with TestClient(app, base_url=BASE):
+        assert gc.get_threshold() == SERVING_GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0  # start-up's objects are out of the collector's way
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0

@@ -35,6 +35,11 @@ def test_viewers_never_see_a_video_without_a_source_and_staff_do(
 
     login(client, make_user(app, "staff@example.com", staff=True))
     assert [v["id"] for v in client.get("/videos/").json()["results"]] == [uploading, ready]
+    assert [v["id"] for v in client.get("/content/").json()] == [uploading, ready]
+    assert [v["id"] for v in client.get("/content/", params={"limit": 10}).json()] == [
+        uploading,
+        ready,
+    ]
     assert client.get(f"/videos/{uploading}/").status_code == 200
     assert client.get("/videos/categories/").json() == {"categories": ["drama", "horror"]}
 

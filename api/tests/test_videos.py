@@ -10,6 +10,7 @@ import httpx
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from videoflix_api.config import Settings
+from videoflix_core.db import User
 
 from .conftest import Media, add_video, build_app, login, make_user, put_ready_video
 
@@ -17,6 +18,41 @@ from .conftest import Media, add_video, build_app, login, make_user, put_ready_v
 def test_list_needs_login(client: TestClient) -> None:
     assert client.get("/content/").status_code == 401
     assert client.get("/videos/").status_code == 401
+
+
+def test_a_deactivated_or_deleted_account_is_signed_out_of_the_read_routes(
+    app: FastAPI, client: TestClient, media: Media, minio_server: Any, s3_bucket: str
+) -> None:
+    # The hot read routes check the account with their own query (`deps.Reader`), not through
+    # `get_current_user`: a token that is still valid must not outlive its account there either.
+    video_id = put_ready_video(app, minio_server, s3_bucket, media)
+    routes = [
+        "/content/",
+        "/content/?limit=5",
+        "/videos/?favorites=true&limit=5",
+        f"/content/video-url/{video_id}/?quality=120p",
+        f"/content/video-url/{video_id + 1}/",  # no such video: 404 signed in, 401 signed out
+        f"/content/video-url/{2**70}/",  # beyond the column: the same
+    ]
+    for email, end in (("gone@example.com", "delete"), ("paused@example.com", "deactivate")):
+        client.cookies.clear()
+        account = make_user(app, email)
+        login(client, account)
+        assert [client.get(path).status_code for path in routes] == [200, 200, 200, 200, 404, 404]
+        with app.state.sessionmaker() as session:
+            user = session.get_one(User, account.id)
+            if end == "delete":
+                session.delete(user)
+            else:
+                user.is_active = False
+            session.commit()
+        for path in routes:
+            r = client.get(path)
+            assert r.status_code == 401, (end, path, r.text)
+            assert r.json() == {"detail": "User is inactive or was deleted."}
+    client.cookies.clear()
+    text = client.get("/metrics").text
+    assert 'videoflix_auth_failures_total{reason="inactive"} 12.0' in text
 
 
 def test_content_list_shape_and_keyset_pages(app: FastAPI, viewer_client: TestClient) -> None:

@@ -6,10 +6,12 @@ import ipaddress
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
+from sqlalchemy import Connection, Engine, Select
 from sqlalchemy.orm import Session
 from videoflix_core.db import User
 
@@ -19,6 +21,8 @@ from videoflix_api.dispatch import Dispatcher, UnavailableDispatcher
 from videoflix_api.mail import Mailer
 from videoflix_api.observability import Metrics
 from videoflix_api.ratelimit import RateLimiter
+from videoflix_api.security import TokenClaims
+from videoflix_api.services.accounts import Viewer, active_viewer, checked_first
 from videoflix_api.services.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -104,10 +108,10 @@ def _bearer(request: Request) -> str | None:
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
-def get_current_user(
-    request: Request, session: SessionDep, settings: SettingsDep, metrics: MetricsDep
-) -> User:
-    """The signed-in user, from the `vf_access` cookie (or a Bearer header for API clients)."""
+async def get_claims(request: Request, settings: SettingsDep, metrics: MetricsDep) -> TokenClaims:
+    """The verified claims of the request's access token, from the `vf_access` cookie (or a
+    Bearer header for API clients). Async: checking an HS256 signature is pure CPU, and a sync
+    dependency would cost a thread-pool hop on every signed-in request."""
     token = request.cookies.get(ACCESS_COOKIE) or _bearer(request)
     if not token:
         metrics.auth_failures.labels("missing").inc()
@@ -115,7 +119,7 @@ def get_current_user(
             status.HTTP_401_UNAUTHORIZED, "Authentication credentials were not provided."
         )
     try:
-        claims = security.decode_token(
+        return security.decode_token(
             settings.secret_key.get_secret_value(), token, "access", now=utcnow()
         )
     except security.InvalidToken as exc:
@@ -123,10 +127,21 @@ def get_current_user(
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "Given token not valid for any token type"
         ) from exc
+
+
+ClaimsDep = Annotated[TokenClaims, Depends(get_claims)]
+
+
+def _inactive(metrics: Metrics) -> HTTPException:
+    metrics.auth_failures.labels("inactive").inc()
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, "User is inactive or was deleted.")
+
+
+def get_current_user(claims: ClaimsDep, session: SessionDep, metrics: MetricsDep) -> User:
+    """The signed-in user (see `get_claims`), as long as the account exists and is active."""
     user = session.get(User, claims.user_id)
     if user is None or not user.is_active:
-        metrics.auth_failures.labels("inactive").inc()
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "User is inactive or was deleted.")
+        raise _inactive(metrics)
     return user
 
 
@@ -142,6 +157,47 @@ async def get_staff_user(user: CurrentUser) -> User:
 
 
 StaffUser = Annotated[User, Depends(get_staff_user)]
+
+
+class Reader:
+    """Read-only database access on behalf of the signed-in user, for the hot read routes.
+
+    `connect()` checks out one autocommit connection (no BEGIN/COMMIT round trips, no ORM
+    session) and first checks that the account exists and is active, as `get_current_user`
+    does; `first()` reads one row in the same statement as that check. The only ways to the
+    database go through the check. Made by an async dependency
+    and used inside the route's one thread-pool call, so a request costs one hop, not one per
+    dependency (session open, user, handler, session close).
+    """
+
+    def __init__(self, engine: Engine, claims: TokenClaims, metrics: Metrics):
+        self._engine = engine
+        self._claims = claims
+        self._metrics = metrics
+
+    @contextmanager
+    def connect(self) -> Iterator[tuple[Connection, Viewer]]:
+        with self._engine.connect() as conn:
+            viewer = active_viewer(conn, self._claims.user_id)
+            if viewer is None:
+                raise _inactive(self._metrics)
+            yield conn, viewer
+
+    def first(self, query: Select[Any], params: dict[str, Any]) -> tuple[Any, ...] | None:
+        """The first row of `query` (None when it has none), read in the same statement as the
+        account check (`accounts.checked_first`): one round trip where `connect()` takes two."""
+        with self._engine.connect() as conn:
+            checked = checked_first(conn, self._claims.user_id, query, params)
+        if checked is None:
+            raise _inactive(self._metrics)
+        return checked[1]
+
+
+async def get_reader(request: Request, claims: ClaimsDep, metrics: MetricsDep) -> Reader:
+    return Reader(request.app.state.read_engine, claims, metrics)
+
+
+ReaderDep = Annotated[Reader, Depends(get_reader)]
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

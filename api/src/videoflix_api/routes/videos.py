@@ -4,17 +4,28 @@ thumbnails, progressive files and HLS playlists."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, StreamingResponse
 from pydantic import TypeAdapter
+from sqlalchemy import Connection
 from videoflix_core.db import Video
 from videoflix_core.states import ProcessingState
 
 from videoflix_api.config import Settings
-from videoflix_api.deps import BaseUrlDep, CurrentUser, SessionDep, SettingsDep, StorageDep
+from videoflix_api.deps import (
+    BaseUrlDep,
+    CurrentUser,
+    Reader,
+    ReaderDep,
+    SessionDep,
+    SettingsDep,
+    StorageDep,
+)
 from videoflix_api.errors import FieldErrors, error_responses
 from videoflix_api.schemas import (
     Categories,
@@ -113,25 +124,16 @@ def video_detail(
 
 
 def _page(
-    session: SessionDep,
+    conn: Connection,
     settings: Settings,
+    filters: svc.VideoFilter,
     *,
     limit: int | None,
     cursor: str | None,
-    category: str | None,
-    state: ProcessingState | None,
-    search: str | None,
-    favorites_of: int | None = None,
-    staff: bool = False,
 ) -> tuple[list[svc.VideoSummary], str | None]:
     size = min(limit or settings.page_size_default, settings.page_size_max)
     try:
-        return svc.list_videos(
-            session,
-            svc.VideoFilter(category, state, search, favorites_of, with_sourceless=staff),
-            limit=size,
-            cursor=cursor,
-        )
+        return svc.list_videos(conn, filters, limit=size, cursor=cursor)
     except svc.InvalidCursor as exc:
         raise FieldErrors({"cursor": [str(exc)]}) from exc
 
@@ -183,10 +185,9 @@ def json_array(items: Iterable[bytes], chunk_bytes: int = 64 * 1024) -> Iterator
 
 
 @content.get("/", response_model=list[VideoPublic])
-def content_list(
+async def content_list(
     request: Request,
-    user: CurrentUser,
-    session: SessionDep,
+    reader: ReaderDep,
     settings: SettingsDep,
     storage: StorageDep,
     base: BaseUrlDep,
@@ -204,40 +205,64 @@ def content_list(
     exist, the `X-Next-Cursor` header and a `Link: rel="next"` (keeping the filters) name the next
     page; `/videos/` offers the same with the cursor in the body.
     """
-    filters = svc.VideoFilter(category, processing_state, search, with_sourceless=user.is_staff)
+    # Async with one thread-pool call for all of the blocking work (see `deps.Reader`).
     if limit is None and cursor is None:
-        return _catalogue(request, session, settings, storage, base, filters)
-    rows, next_cursor = _page(
-        session,
+        return await run_in_threadpool(
+            _catalogue, request, reader, settings, storage, base, category, processing_state, search
+        )
+    page, headers = await run_in_threadpool(
+        _content_page,
+        reader,
         settings,
-        limit=limit,
-        cursor=cursor,
-        category=category,
-        state=processing_state,
-        search=search,
-        staff=user.is_staff,
+        storage,
+        base,
+        limit,
+        cursor,
+        svc.VideoFilter(category, processing_state, search),
     )
-    if next_cursor:
-        response.headers.update(next_page_headers(base, next_cursor, filters, limit))
-    return videos_public(rows, settings, storage, base)
+    response.headers.update(headers)
+    return page
+
+
+def _content_page(
+    reader: Reader,
+    settings: Settings,
+    storage: Storage,
+    base: str,
+    limit: int | None,
+    cursor: str | None,
+    asked: svc.VideoFilter,
+) -> tuple[list[VideoPublic], dict[str, str]]:
+    """One page of `/content/` and its next-page headers."""
+    with reader.connect() as (conn, viewer):
+        filters = replace(asked, with_sourceless=viewer.is_staff)
+        rows, next_cursor = _page(conn, settings, filters, limit=limit, cursor=cursor)
+    headers = next_page_headers(base, next_cursor, filters, limit) if next_cursor else {}
+    return videos_public(rows, settings, storage, base), headers
 
 
 def _catalogue(
     request: Request,
-    session: SessionDep,
+    reader: Reader,
     settings: Settings,
     storage: Storage,
     base: str,
-    filters: svc.VideoFilter,
+    category: str | None,
+    processing_state: ProcessingState | None,
+    search: str | None,
 ) -> StreamingResponse:
     # Streamed: the rows are read in batches while the body is written, so memory does not grow
     # with the catalogue. Each item is the same JSON as in a page of the list.
     cap = settings.content_max_items
     headers: dict[str, str] = {}
-    if cap:
-        next_cursor = svc.cursor_after(session, filters, cap)
-        if next_cursor:
-            headers = next_page_headers(base, next_cursor, filters, None)
+    with reader.connect() as (conn, viewer):
+        filters = svc.VideoFilter(
+            category, processing_state, search, with_sourceless=viewer.is_staff
+        )
+        if cap:
+            next_cursor = svc.cursor_after(conn, filters, cap)
+            if next_cursor:
+                headers = next_page_headers(base, next_cursor, filters, None)
     videos = svc.iter_videos(
         request.app.state.sessionmaker,
         filters,
@@ -273,10 +298,9 @@ QUALITY_HEADER = "X-Videoflix-Quality"
     response_model=VideoUrl,
     responses={404: {"model": Detail, "description": "No such video, or nothing playable yet."}},
 )
-def video_url(
+async def video_url(
     video_id: int,
-    user: CurrentUser,
-    session: SessionDep,
+    reader: ReaderDep,
     settings: SettingsDep,
     storage: StorageDep,
     response: Response,
@@ -288,16 +312,26 @@ def video_url(
     lowest when none is lower), named in `quality` and the `X-Videoflix-Quality` header; without
     `quality`, the best finished one. 404 only when nothing is playable yet.
     """
-    video = require_playback(session, video_id)
+    # Async with one thread-pool call for all of the blocking work (see `deps.Reader`).
+    url = await run_in_threadpool(_playback_url, reader, video_id, quality, settings, storage)
+    response.headers[QUALITY_HEADER] = url.quality
+    return url
+
+
+def _playback_url(
+    reader: Reader, video_id: int, quality: str | None, settings: Settings, storage: Storage
+) -> VideoUrl:
+    video = svc.playback_of(reader.first(svc.PLAYBACK, svc.playback_params(video_id)))
+    if video is None:
+        raise HTTPException(404, "Not found.")
     served = svc.playable_quality(video.converted_files, quality)
     if served is None:
         raise HTTPException(404, "This video is not playable yet.")
-    response.headers[QUALITY_HEADER] = served
     return VideoUrl(url=_rendition_url(video, served, settings, storage), quality=served)
 
 
-def require_playback(session: SessionDep, video_id: int) -> svc.Playback:
-    video = svc.get_playback(session, video_id)
+def require_playback(conn: Connection, video_id: int) -> svc.Playback:
+    video = svc.get_playback(conn, video_id)
     if video is None:
         raise HTTPException(404, "Not found.")
     return video
@@ -316,9 +350,8 @@ def _rendition_url(
 
 
 @router.get("/", response_model=VideoPage)
-def list_videos(
-    user: CurrentUser,
-    session: SessionDep,
+async def list_videos(
+    reader: ReaderDep,
     settings: SettingsDep,
     storage: StorageDep,
     base: BaseUrlDep,
@@ -330,20 +363,38 @@ def list_videos(
     favorites: bool = False,
 ) -> VideoPage:
     """Videos newest first, filtered, with a keyset cursor for the next page."""
-    rows, next_cursor = _page(
-        session,
+    # Async with one thread-pool call for all of the blocking work (see `deps.Reader`).
+    return await run_in_threadpool(
+        _videos_page,
+        reader,
         settings,
-        limit=limit,
-        cursor=cursor,
-        category=category,
-        state=processing_state,
-        search=search,
-        favorites_of=user.id if favorites else None,
-        staff=user.is_staff,
+        storage,
+        base,
+        limit,
+        cursor,
+        svc.VideoFilter(category, processing_state, search),
+        favorites,
     )
-    return VideoPage(
-        results=videos_public(rows, settings, storage, base), next_cursor=next_cursor
-    )
+
+
+def _videos_page(
+    reader: Reader,
+    settings: Settings,
+    storage: Storage,
+    base: str,
+    limit: int | None,
+    cursor: str | None,
+    asked: svc.VideoFilter,
+    favorites: bool,
+) -> VideoPage:
+    with reader.connect() as (conn, viewer):
+        filters = replace(
+            asked,
+            favorites_of=viewer.id if favorites else None,
+            with_sourceless=viewer.is_staff,
+        )
+        rows, next_cursor = _page(conn, settings, filters, limit=limit, cursor=cursor)
+    return VideoPage(results=videos_public(rows, settings, storage, base), next_cursor=next_cursor)
 
 
 @router.get("/categories/", response_model=Categories)
@@ -485,7 +536,7 @@ def rendition_file(
 ) -> RedirectResponse:
     """Redirect to one quality's progressive MP4 (the best one without `quality`), by a URL that
     stays valid for the whole viewing."""
-    video = require_playback(session, video_id)
+    video = require_playback(session.connection(), video_id)
     return _redirect(_rendition_url(video, quality, settings, storage), settings)
 
 

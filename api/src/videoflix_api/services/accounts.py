@@ -6,9 +6,20 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import lru_cache
+from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Select,
+    bindparam,
+    literal_column,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.orm import Session
 from videoflix_core.db import (
     Favorite,
@@ -53,6 +64,50 @@ def get_user_by_email(session: Session, email: str) -> User | None:
 
 def email_exists(session: Session, email: str) -> bool:
     return get_user_by_email(session, email) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """A signed-in account as read-only routes need it: loading the `User` entity cost more
+    than the query behind it."""
+
+    id: int
+    is_staff: bool
+
+
+# Built once: building and compiling the statement per request cost more than running it.
+_ACTIVE_VIEWER = select(User.id, User.is_staff).where(
+    User.id == bindparam("user_id"), User.is_active.is_(True)
+)
+
+
+def active_viewer(conn: Connection, user_id: int) -> Viewer | None:
+    """The account `user_id` when it exists and is active, else None (refused as signed out)."""
+    row = conn.execute(_ACTIVE_VIEWER, {"user_id": user_id}).first()
+    return None if row is None else Viewer(row[0], bool(row[1]))
+
+
+@lru_cache(maxsize=32)
+def _with_active_viewer(query: Select[Any]) -> Select[Any]:
+    """`_ACTIVE_VIEWER` outer-joined with `query` (one row at most): no row when the account is
+    not active, else the viewer's columns, `query`'s, and `found` (NULL when `query` has no
+    row). Plain subqueries joined ON true: PostgreSQL and SQLite both plan it as two lookups.
+    Built once per query."""
+    viewer = _ACTIVE_VIEWER.subquery("viewer")
+    data = query.add_columns(literal_column("1").label("found")).subquery("data")
+    return select(viewer, data).select_from(viewer.outerjoin(data, true()))
+
+
+def checked_first(
+    conn: Connection, user_id: int, query: Select[Any], params: dict[str, Any]
+) -> tuple[Viewer, tuple[Any, ...] | None] | None:
+    """`active_viewer` and the first row of `query` (None when it has none) in one statement, so
+    one round trip; None when the account is not active."""
+    row = conn.execute(_with_active_viewer(query), {**params, "user_id": user_id}).first()
+    if row is None:
+        return None
+    values = tuple(row)
+    return Viewer(values[0], bool(values[1])), (None if values[-1] is None else values[2:-1])
 
 
 class Registration(StrEnum):
