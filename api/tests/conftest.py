@@ -80,9 +80,20 @@ def app(settings: Settings) -> Iterator[FastAPI]:
     application.state.engine.dispose()
 
 
+class SettledClient(TestClient):
+    """A TestClient whose requests return once the app's after-response work (account mail,
+    registration writes) finished, as Starlette's own background tasks do under TestClient: a
+    test reads the mailbox right after the request."""
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        response = super().request(*args, **kwargs)
+        assert self.app.state.deferred.wait_idle(30), "after-response work still running"  # type: ignore[attr-defined]
+        return response
+
+
 @pytest.fixture
 def client(app: FastAPI) -> Iterator[TestClient]:
-    with TestClient(app, base_url=BASE) as test_client:
+    with SettledClient(app, base_url=BASE) as test_client:
         yield test_client
 
 

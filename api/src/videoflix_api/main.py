@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from videoflix_api import security
 from videoflix_api.config import Settings
+from videoflix_api.deferred import Deferred
 from videoflix_api.deps import ACCESS_COOKIE, REFRESH_COOKIE
 from videoflix_api.dispatch import Dispatcher, make_dispatcher
 from videoflix_api.errors import install_error_handlers
@@ -210,6 +211,7 @@ def create_app(
                 await sweeper
         # Uvicorn stops accepting and drains in-flight requests before this runs (graceful).
         app.state.shutting_down = True
+        app.state.deferred.shutdown()
         engine.dispose()
         log.info("Stopped Videoflix API")
 
@@ -231,6 +233,7 @@ def create_app(
     # Built on first use: the API serves (and passes its probes) while the cluster is unreachable.
     app.state.dispatcher_factory = lambda: make_dispatcher(settings)
     app.state.mailer = mailer if mailer is not None else SmtpMailer(settings)
+    app.state.deferred = Deferred()
     app.state.metrics = metrics
     # Counted in the database: every replica shares one limit.
     app.state.limiter = RateLimiter(engine)

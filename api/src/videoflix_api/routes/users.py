@@ -210,7 +210,8 @@ def register(
     # Everything else (hash, lookup, writes, mail) runs after the response, for every address:
     # an answer that waited for an account and a token to be written only for a new address
     # would tell existing ones by its time.
-    background.add_task(
+    request.app.state.deferred.after(
+        background,
         _complete_registration,
         request.app.state.sessionmaker,
         settings,
@@ -353,7 +354,14 @@ def forgot_password(
     throttle(
         request, "reset-email", accounts.normalize_email(body.email), settings.rate_limit_reset
     )
-    background.add_task(_mail_reset, request.app.state.sessionmaker, settings, mailer, body.email)
+    request.app.state.deferred.after(
+        background,
+        _mail_reset,
+        request.app.state.sessionmaker,
+        settings,
+        mailer,
+        body.email,
+    )
     return Detail(detail="If an account exists for this email, a reset link has been sent.")
 
 
