@@ -9,7 +9,14 @@ from videoflix_core.transcode import VideoTranscodeSpec
 from videoflix_operator.builders import Owner, build_job
 from videoflix_operator.config import OperatorSettings
 from videoflix_operator.jobcache import JobCache, is_newer, slim_job
-from videoflix_operator.plan import Observed, job_result, observe_job, plan, select_releases
+from videoflix_operator.plan import (
+    Observed,
+    job_result,
+    observe_job,
+    owned_pods,
+    plan,
+    select_releases,
+)
 
 SETTINGS = OperatorSettings(namespace="vf")
 NOW = "2026-01-01T00:00:00Z"
@@ -69,6 +76,8 @@ def test_slim_job_keeps_what_the_decisions_read() -> None:
     # Every pure decision reads the slim Job exactly as the full one.
     assert observe_job(slim, None) == observe_job(full, None)
     assert job_result(slim, []) == job_result(full, [])
+    pods = [{"metadata": {"ownerReferences": [{"uid": uid}]}} for uid in ("j0", "j1")]
+    assert owned_pods(slim, pods) == owned_pods(full, pods) == pods[1:]
     queued = [job("video-1", version="5"), job("video-2", version="6", suspend=False)]
     assert select_releases([slim_job(j) for j in queued], 4) == select_releases(queued, 4)
     observed = Observed(jobs=[full], results={}, previous=None, generation=1)

@@ -24,6 +24,7 @@ from videoflix_operator.plan import (
     deciding_pod_message,
     job_result,
     observe_job,
+    owned_pods,
     plan,
     progress_pods,
     select_releases,
@@ -244,6 +245,25 @@ def test_result_comes_from_the_deciding_pod() -> None:
     assert job_result(made(s, "probe", status=FAILED), pods) == {"error": "second"}
     assert job_result(made(s, "probe", status=COMPLETE), pods) == {"width": 1}
     assert job_result(made(s, "probe", status={"active": 1}), pods) is None
+
+
+def test_each_job_reads_only_the_pods_it_created() -> None:
+    # One pod listing serves every Job of a transcode; owner uids split it, so a Job re-created
+    # under the same name never takes its predecessor's result.
+    def owned_by(uid: str, message: str) -> dict[str, Any]:
+        return {**pod("Succeeded", message), "metadata": {"ownerReferences": [{"uid": uid}]}}
+
+    probe = made(spec(), "probe", status=COMPLETE)
+    probe["metadata"]["uid"] = "job-new"
+    listing = [
+        owned_by("job-old", '{"width": 1}'),
+        owned_by("job-new", '{"width": 2}'),
+        pod("Running", None),
+    ]
+    assert [p["metadata"]["ownerReferences"][0]["uid"] for p in owned_pods(probe, listing)] == [
+        "job-new"
+    ]
+    assert job_result(probe, owned_pods(probe, listing)) == {"width": 2}
 
 
 def job_for_queue(

@@ -64,6 +64,7 @@ def slim_job(job: Mapping[str, Any]) -> Obj:
         "metadata": {
             "name": meta.get("name"),
             "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),  # which pods are its own (`plan.owned_pods`)
             "labels": dict(meta.get("labels") or {}),
             "annotations": {k: annotations[k] for k in _ANNOTATIONS if k in annotations},
             "creationTimestamp": meta.get("creationTimestamp"),

@@ -185,15 +185,6 @@ class Kube:
     def unfinished_jobs(self) -> list[Obj]:
         return self.jobs.unfinished()
 
-    async def pods_of_job(self, namespace: str, job_name: str) -> list[Obj]:
-        resp = await self._call(
-            self._core.list_namespaced_pod,
-            namespace,
-            label_selector=f"batch.kubernetes.io/job-name={job_name}",
-            _preload_content=False,
-        )
-        return list(resp.get("items") or [])
-
     async def pods_of_transcode(self, namespace: str, cr_name: str) -> list[Obj]:
         resp = await self._call(
             self._core.list_namespaced_pod,

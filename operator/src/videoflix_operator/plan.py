@@ -159,6 +159,19 @@ def job_verdict(job: Obj) -> Literal["Complete", "Failed"] | None:
     return "Failed" if _condition(job, "Failed") is not None else None
 
 
+def owned_pods(job: Obj, pods: Iterable[Obj]) -> list[Obj]:
+    """The pods among `pods` (one listing for all the Jobs of a transcode) that `job` created:
+    matched by owner uid, so a re-created Job of the same name never reads its predecessor's."""
+    uid = job["metadata"].get("uid")
+    return [
+        pod
+        for pod in pods
+        if any(
+            ref.get("uid") == uid for ref in pod.get("metadata", {}).get("ownerReferences") or []
+        )
+    ]
+
+
 def job_result(job: Obj, pods: Iterable[Obj]) -> dict[str, Any] | None:
     """Parse the result of a finished Job from its pods (None while it runs)."""
     if not is_finished(job):

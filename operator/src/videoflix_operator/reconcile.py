@@ -38,6 +38,7 @@ from videoflix_core.status import (
 from videoflix_core.transcode import (
     ANNOTATION_PRIORITY,
     LABEL_SPEC_HASH,
+    LABEL_TRANSCODE,
     VideoTranscodeSpec,
     VideoTranscodeStatus,
 )
@@ -57,6 +58,7 @@ from videoflix_operator.plan import (
     job_pods,
     job_result,
     job_verdict,
+    owned_pods,
     plan,
     progress_pods,
     select_releases,
@@ -354,6 +356,7 @@ class Reconciler:
         rerun: set[str] = set()
         if not needs_results(previous, spec, jobs):
             return results, rerun
+        pods: list[Obj] | None = None  # listed once for every Job read in this pass
         current = spec_hash(spec)
         for job in jobs:
             job_name = job["metadata"]["name"]
@@ -373,7 +376,10 @@ class Reconciler:
                 results[job_name] = self._results[job_name]
                 continue
             verdict = job_verdict(job)
-            message = job_result(job, await self.kube.pods_of_job(namespace, job_name))
+            if pods is None:
+                transcode = job["metadata"]["labels"][LABEL_TRANSCODE]
+                pods = await self.kube.pods_of_transcode(namespace, transcode)
+            message = job_result(job, owned_pods(job, pods))
             stored = (
                 await self._stored_result(spec, key) if needs_stored(verdict, message) else None
             )
