@@ -56,6 +56,7 @@ SCHEMA_OVERRIDES: dict[str, dict[str, Any]] = {
     "config.transcodeNamespace": {"pattern": r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$"},
     "api.replicaCount": {"minimum": 0},
     "api.workers": {"minimum": 1},
+    "api.passwordHashConcurrency": {"minimum": 1},
     "api.containerPort": {"minimum": 1, "maximum": 65535},
     "api.service.type": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
     "api.service.port": {"minimum": 1, "maximum": 65535},
