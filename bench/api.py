@@ -14,8 +14,10 @@ show what presigning costs).
 
 Prints, per layout, requests/s, p50/p99 latency and the servers' CPU time per request (user +
 system of every server process: unlike req/s it does not depend on what else the machine runs)
-for ours and the anchor, and ours/anchor with the target next to it. Then checks that the login
-rate limit is one limit across every replica and worker.
+for ours and the anchor, and ours/anchor with the target next to it; each server's peak memory
+(VmHWM) after a burst of concurrent sign-ins (argon2 bounds the API's memory), the figure the
+chart's API memory limit comes from (bench/figures.json). Then checks that the login rate limit
+is one limit across every replica and worker.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -240,17 +243,55 @@ _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process and all its descendants so far (uvicorn's workers are
     children of its supervisor); a contention-independent cost measure."""
-    total, todo = 0.0, [pid]
-    while todo:
-        current = todo.pop()
+    total = 0.0
+    for current in process_tree(pid):
         try:
             fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
         except FileNotFoundError:  # exited meanwhile
             continue
         total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        todo += [int(child) for child in children]
     return total
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (uvicorn's supervisor and its workers)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except FileNotFoundError:
+            continue
+        found.append(current)
+        todo += [int(child) for child in children]
+    return found
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The kernel's high-water mark of resident memory (VmHWM) summed over a server's process
+    tree: its peak so far, with nothing sampled or missed."""
+    total_kib = 0
+    for current in process_tree(pid):
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+        except FileNotFoundError:
+            continue
+        match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+        total_kib += int(match.group(1)) if match else 0
+    return total_kib / 1024
+
+
+def sign_in_burst(bases: list[str], concurrency: int) -> None:
+    """`concurrency` wrong-password sign-ins at once per server (unknown e-mails: the dummy
+    verification costs what a real one does): the argon2 runs are what bound the API's memory."""
+    def attempt(n: int) -> int:
+        body = {"email": f"burst{n}@example.com", "password": "wrong", "remember": False}
+        url = f"{bases[n % len(bases)]}/users/login/"
+        return httpx.post(url, json=body, timeout=60).status_code
+
+    with ThreadPoolExecutor(concurrency * len(bases)) as pool:
+        codes = list(pool.map(attempt, range(concurrency * len(bases))))
+    assert set(codes) <= {401, 429}, codes
 
 
 def wrk_script(path_template: str, ids: int) -> str:
@@ -513,6 +554,17 @@ def run_layout(
             for which_app in apps:
                 results.setdefault(name, {})[which_app] = combine(bursts[which_app])
                 print_row(f"{which_app:6} {name}", results[name][which_app])
+        # Peak memory per server (one replica: supervisor + workers) after the routes and a
+        # burst of sign-ins, ours next to the anchor (which hashes nothing).
+        with psycopg.connect(database_url.replace("postgresql+psycopg://", "postgresql://")) as c:
+            c.execute("DELETE FROM rate_limit_buckets")
+        sign_in_burst(apps["ours"][0], args.sign_in_burst)
+        ours_rss = max(peak_rss_mib(pid) for pid in apps["ours"][1])
+        anchor_rss = max(peak_rss_mib(pid) for pid in apps["anchor"][1])
+        print(
+            f"  peak RSS per replica (VmHWM, after {args.sign_in_burst} concurrent sign-ins): "
+            f"ours {ours_rss:.0f} MiB, anchor {anchor_rss:.0f} MiB, {ours_rss / anchor_rss:.2f}x"
+        )
         bases, pids = apps["ours"]
         if replicas * workers == 1:
             for name, path in EXTRA:
@@ -552,6 +604,12 @@ def main() -> int:
         "--layouts", default="1x1,1x2,2x1", help="replicas x workers, comma-separated"
     )
     parser.add_argument("--login-limit", type=int, default=10, help="the API's default")
+    parser.add_argument(
+        "--sign-in-burst",
+        type=int,
+        default=8,
+        help="concurrent sign-ins before the memory reading (2x the default hash concurrency)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install wrk")
