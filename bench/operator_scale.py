@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import signal
@@ -417,6 +418,14 @@ class Operator:
             self.proc.wait(10)
 
 
+def restart_time(f: dict[str, Any]) -> str:
+    """The restart's time to steady state; when it took longer than the bench waited, how far
+    it got instead of a bare "nan"."""
+    if not math.isnan(f["restart_s"]):
+        return f"{f['restart_s']:.1f} s"
+    return f"> {f['restart_patience_s']:.0f} s ({f['restart_reconciled']:.0f} reconciled)"
+
+
 def verdict(value: float, target: float, higher_is_better: bool = False) -> str:
     ok = value >= target if higher_is_better else value <= target
     return "met" if ok else "MISSED"
@@ -521,13 +530,16 @@ def main() -> int:
             restart_before = api_requests(kube)
             started = operator.start()
             steady = float("nan")
-            restart_deadline = started + max(120.0, args.count / 50)
-            while time.monotonic() < restart_deadline:
+            patience = max(120.0, args.count / 50)
+            count = 0
+            while time.monotonic() < started + patience:
                 count, _, _ = reconcile_figures(scrape_operator(metrics_port))
                 if count >= args.count:
                     steady = time.monotonic() - started
                     break
                 time.sleep(0.2)
+            figures["restart_patience_s"] = patience
+            figures["restart_reconciled"] = count
             time.sleep(2)
             restart_after = api_requests(kube)
             figures["restart_s"] = steady
@@ -647,7 +659,7 @@ def main() -> int:
         rows += [
             (
                 "restart: back to steady state",
-                f"{f['restart_s']:.1f} s",
+                restart_time(f),
                 "<= 60 s",
                 verdict(f["restart_s"], TARGETS["restart_s"]),
             ),
