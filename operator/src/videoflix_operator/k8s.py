@@ -194,6 +194,17 @@ class Kube:
         )
         return list(resp.get("items") or [])
 
+    async def running_pods(self, namespace: str) -> list[Obj]:
+        """Every managed pod in phase Running in `namespace` (live progress of all transcodes)."""
+        resp = await self._call(
+            self._core.list_namespaced_pod,
+            namespace,
+            label_selector=MANAGED_SELECTOR,
+            field_selector="status.phase=Running",
+            _preload_content=False,
+        )
+        return list(resp.get("items") or [])
+
     async def pod_log_tail(
         self, namespace: str, pod_name: str, container: str, limit_bytes: int = 4096
     ) -> str | None:

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -436,16 +436,14 @@ class Reconciler:
             observed = replace(observed, recovered=recovered)
             actions = plan(spec, owner, observed, self.settings, utcnow())
 
-    async def refresh_progress(self, namespace: str, name: str, spec_hash: str | None) -> None:
-        """Read the log tail of each running step pod; reconcile when a percent moved.
-
-        Cheap: one pod list and one small log read (≤ 10 lines, ≤ 4 KiB) per running pod.
-        """
+    async def refresh_progress(
+        self, namespace: str, name: str, spec_hash: str | None, pods: list[Obj]
+    ) -> None:
+        """Read the log tail of each of the transcode's running step pods (`pods`); reconcile
+        when a percent moved. One small log read (≤ 10 lines, ≤ 4 KiB) per running pod."""
         key = (namespace, name)
         readings: dict[str, float] = {}
-        for pod_name, step in progress_pods(
-            await self.kube.pods_of_transcode(namespace, name), spec_hash
-        ):
+        for pod_name, step in progress_pods(pods, spec_hash):
             percent = parse_progress(await self.kube.pod_log_tail(namespace, pod_name, CONTAINER))
             if percent is not None:
                 readings[step] = max(percent, readings.get(step, 0.0))
@@ -609,19 +607,29 @@ class Reconciler:
                 log.exception("Resync pass failed; the next one retries")
 
     async def refresh_all_progress(self) -> None:
-        """Live progress of every transcode with a released, unfinished Job (from the cache)."""
+        """Live progress of every transcode with a released, unfinished Job (from the cache).
+
+        One pod listing per namespace for all of them (the running pods, split by their
+        transcode label), not one per transcode: a thousand transcodes in flight cost one LIST
+        per tick, not a thousand.
+        """
+        owners = self.kube.jobs.running_owners()
+        running: dict[tuple[str, str], list[Obj]] = defaultdict(list)
+        for namespace in {ns for ns, _ in owners}:
+            for pod in await self.kube.running_pods(namespace):
+                transcode = (pod["metadata"].get("labels") or {}).get(LABEL_TRANSCODE)
+                running[(namespace, str(transcode))].append(pod)
         limit = asyncio.Semaphore(RESYNC_CONCURRENCY)
 
         async def one(namespace: str, name: str, spec_hash: str | None) -> None:
             async with limit:
                 try:
-                    await self.refresh_progress(namespace, name, spec_hash)
+                    pods = running.get((namespace, name), [])
+                    await self.refresh_progress(namespace, name, spec_hash, pods)
                 except Exception as exc:  # cosmetic: the next tick tries again
                     log.debug("Live progress of %s not refreshed: %s", name, exc)
 
-        await asyncio.gather(
-            *(one(ns, name, h) for (ns, name), h in self.kube.jobs.running_owners().items())
-        )
+        await asyncio.gather(*(one(ns, name, h) for (ns, name), h in owners.items()))
 
     async def run_progress(self) -> None:
         while True:
