@@ -15,7 +15,13 @@ from videoflix_transcoder.mp4 import (
     parse_sidx,
     top_level_boxes,
 )
-from videoflix_transcoder.probe import ProbeResult, check_coverage, parse_probe, rotation_of
+from videoflix_transcoder.probe import (
+    ProbeResult,
+    check_coverage,
+    hdr_peak_nits,
+    parse_probe,
+    rotation_of,
+)
 from videoflix_transcoder.runner import ProgressParser
 from videoflix_transcoder.storage import Location, content_type, parse_uri
 
@@ -200,11 +206,23 @@ def test_hdr_sources_are_tone_mapped_after_scaling(transfer: str, tin: str) -> N
         f"zscale=w=640:h=360:f=bicubic:tin={tin}:min=bt2020nc:pin=bt2020:rin=tv:t=linear:npl=100"
     )
     assert chain[1:] == [
-        "format=gbrpf32le", "zscale=p=bt709", "tonemap=hable:desat=0",
+        "format=gbrpf32le", "zscale=p=bt709", "tonemap=hable:desat=0:peak=10",
         "zscale=t=bt709:m=bt709:r=tv", "format=yuv420p", "setsar=1",
     ]
     graph = _graph(source, (640, 360), (1280, 720))
     assert graph.count("tonemap=hable") == 2 and graph.startswith("[0:0]split=2[v0][v1]")
+
+
+@pytest.mark.parametrize(
+    ("nits", "peak"),
+    [(None, 10.0), (600.0, 6.0), (4000.0, 40.0), (0.5, 1.0), (50.0, 1.0), (1e6, 100.0)],
+)
+def test_tone_map_peak_is_the_sources_own_never_ffmpegs_guess(nits: float | None,
+                                                              peak: float) -> None:
+    # Untagged: 1000 nits. Tagged: as tagged, but never below SDR white nor past PQ's 10000.
+    source = probe(**{**PQ, "hdr_peak_nits": nits})
+    assert plan.tonemap_peak(source) == peak
+    assert f"tonemap=hable:desat=0:peak={peak:g}" in plan.colour_filters(source, 640, 360)
 
 
 def test_untagged_hdr_transfer_alone_still_means_bt2020() -> None:
@@ -339,6 +357,20 @@ def test_probe_parser_reads_rotation_and_skips_cover_art() -> None:
     )
     assert result.fps == pytest.approx(29.97, abs=0.01)
     assert result.audio_codec is None
+
+
+def test_hdr_peak_is_maxcll_else_the_mastering_peak_frames_before_container() -> None:
+    # As ffprobe prints them: the decoded frames' SEI, then the container's boxes.
+    mastering = {"side_data_type": "Mastering display metadata", "max_luminance": "40000000/10000"}
+    light = {"side_data_type": "Content light level metadata", "max_content": 600}
+    unknown = {"side_data_type": "Content light level metadata", "max_content": 0}
+    frames = {"frames": [{"side_data_list": [mastering, light]}]}
+    assert hdr_peak_nits(frames) == 600.0
+    assert hdr_peak_nits({"frames": [{"side_data_list": [mastering, unknown]}]}) == 4000.0
+    streams = {"streams": [{"side_data_list": [{**light, "max_content": 1000}]}]}
+    assert hdr_peak_nits(frames, streams) == 600.0
+    assert hdr_peak_nits({"frames": [{}]}, streams) == 1000.0
+    assert hdr_peak_nits({"frames": [{"side_data_list": [unknown]}]}, {"streams": [{}]}) is None
 
 
 def test_probe_parser_widens_anamorphic_pixels() -> None:

@@ -436,15 +436,67 @@ def test_pq_hdr_source_is_tone_mapped_to_bt709_sdr(awkward: Awkward, tx: Any,
     out = tmp_path / "360p" / "video.mp4"
     assert _colour(tx, out) == ("yuv420p", "bt709", "bt709", "bt709", "tv")
     check_rendition(tx, out, (640, 360), 1.0, 30.0, audio=False)
-    # Tone-mapped, not just re-tagged: the PQ code values read as SDR would be far brighter.
-    luma = tx.ffprobe(f"movie={out},signalstats", "-f", "lavfi", "-read_intervals", "%+#1",
-                      "-show_entries", "frame_tags=lavfi.signalstats.YAVG")
-    assert 40 < float(luma["frames"][0]["tags"]["lavfi.signalstats.YAVG"]) < 110
     thumbs = tx.transcoder("thumbnail", "--source", str(awkward.pq), "--dest", str(tmp_path))
     assert thumbs.code == 0, thumbs.stderr
     poster = tx.streams(tmp_path / "thumbnails" / "poster.jpg")["video"]
     assert (poster["width"], poster["height"], poster["pix_fmt"]) == (1280, 720, "yuvj420p")
     assert 40 < tx.mean_luma(tmp_path / "thumbnails" / "poster.jpg") < 130
+
+
+def _pq_code(nits: float) -> int:
+    """SMPTE ST 2084: the 10-bit limited-range code value that means `nits`."""
+    m1, m2, c1, c2, c3 = 2610 / 16384, 2523 / 32, 3424 / 4096, 2413 / 128, 2392 / 128
+    y = (nits / 10000) ** m1
+    return round(64 + 876 * float(((c1 + c2 * y) / (1 + c3 * y)) ** m2))
+
+
+def _sdr_luma(nits: float, peak_nits: float) -> float:
+    """The 8-bit luma an SDR display needs for a grey of `nits` after hable tone-mapping.
+
+    Hable's filmic curve normalised so `peak_nits` is SDR white (100 nits = 1.0), then the
+    BT.1886 display's inverse EOTF (gamma 2.4) into limited range.
+    """
+    def hable(x: float) -> float:
+        a, b, c, d, e, f = 0.15, 0.5, 0.1, 0.2, 0.02, 0.3
+        return (x * (a * x + c * b) + d * e) / (x * (a * x + b) + d * f) - e / f
+
+    light = hable(nits / 100) / hable(peak_nits / 100)
+    return 16 + 219 * float(light ** (1 / 2.4))
+
+
+GREYS_NITS = (5.0, 100.0, 1000.0)  # a shadow, SDR reference white, a phone's highlight
+
+
+@pytest.mark.parametrize(("max_cll", "peak_nits"), [(None, 1000.0), (400, 400.0)])
+def test_pq_greys_land_on_the_tone_curve_for_the_sources_own_peak(
+    tx: Any, tmp_path: Path, max_cll: int | None, peak_nits: float
+) -> None:
+    # Three bars of known brightness. Untagged, the peak is taken as 1000 nits, whatever the
+    # FFmpeg build would guess; tagged MaxCLL is obeyed. A re-tag without tone-mapping shows
+    # the codes as SDR (71, 127, 181 here), never the curve's (59, 151, 235).
+    codes = [_pq_code(n) for n in GREYS_NITS]
+    bars = f"if(lt(X,W/3),{codes[0]},if(lt(X,2*W/3),{codes[1]},{codes[2]}))"
+    light = f":max-cll={max_cll},{max_cll // 2}" if max_cll else ""
+    source = tmp_path / "bars.mp4"
+    tx.ffmpeg("-f", "lavfi", "-i", "color=c=black:s=1280x720:r=30:d=1,format=yuv420p10le,"
+              f"geq=lum='{bars}':cb=512:cr=512",  # quoted: the commas are geq's, not the graph's
+              "-c:v", "libx265", "-preset", "ultrafast", "-pix_fmt", "yuv420p10le",
+              "-x265-params", "colorprim=bt2020:transfer=smpte2084:colormatrix=bt2020nc"
+              f"{light}:log-level=error", "-color_primaries", "bt2020",
+              "-color_trc", "smpte2084", "-colorspace", "bt2020nc", str(source))
+    run = tx.transcoder("rendition", "--source", str(source), "--dest", str(tmp_path),
+                        "--name", "360p", "--width", "640", "--height", "360")
+    assert run.code == 0, run.stderr
+    out = tmp_path / "360p" / "video.mp4"
+    for third, nits in enumerate(GREYS_NITS):
+        patch = f"movie={out},crop=50:50:{third * 640 // 3 + 80}:155,signalstats"
+        luma = tx.ffprobe(patch, "-f", "lavfi", "-read_intervals", "%+#1",
+                          "-show_entries", "frame_tags=lavfi.signalstats.YAVG")
+        found = float(luma["frames"][0]["tags"]["lavfi.signalstats.YAVG"])
+        if nits <= peak_nits:
+            assert abs(found - _sdr_luma(nits, peak_nits)) <= 3, (nits, found)
+        else:  # brighter than the tag claims: past white, in the headroom players show as white
+            assert found >= 235, (nits, found)
 
 
 def test_hlg_hdr_source_is_tone_mapped_to_bt709_sdr(awkward: Awkward, tx: Any,

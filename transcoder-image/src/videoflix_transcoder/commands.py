@@ -6,6 +6,7 @@ The chunked steps (chunk, audio, assemble) are in `chunked.py`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from videoflix_transcoder.probe import (
     demux_argv,
     ffprobe_argv,
     frames_read,
+    hdr_peak_nits,
     parse_probe,
 )
 from videoflix_transcoder.runner import FfmpegFailed, Progress, run_ffmpeg, run_json
@@ -42,9 +44,12 @@ class Context:
 
 def probe_file(path: Path) -> ProbeResult:
     """ffprobe, a tiny decode and a demux pass: metadata alone can lie."""
-    result = parse_probe(run_json(ffprobe_argv(str(path))), path.stat().st_size)
-    if frames_read(run_json(decode_check_argv(str(path), result.video_index))) == 0:
+    report = run_json(ffprobe_argv(str(path)))
+    result = parse_probe(report, path.stat().st_size)
+    decoded = run_json(decode_check_argv(str(path), result.video_index))
+    if frames_read(decoded) == 0:
         raise BadInput(f"source video cannot be decoded ({result.video_codec})")
+    result = dataclasses.replace(result, hdr_peak_nits=hdr_peak_nits(decoded, report))
     check_coverage(
         result.video_duration_seconds or result.duration_seconds,
         demuxed_seconds(path, result.video_index),

@@ -190,6 +190,14 @@ _INTERLACED = frozenset({"tt", "bb", "tb", "bt"})
 # instead of greying them (the default desaturates everything above SDR white).
 TONEMAP = "hable:desat=0"
 NOMINAL_PEAK_NITS = 100
+# The peak hable maps to SDR white. Without HDR10 metadata FFmpeg guesses it, and the guess
+# moved between builds (Debian's 5.1.9 takes 1000 nits; our PQ test clip's mean luma went
+# from 109 to 119 with it), so a source's look would depend on the image's FFmpeg.
+# Untagged PQ is taken as mastered at 1000 nits (what HDR10 phones and most grading
+# monitors reach) and HLG at its reference display's 1000 nits (BT.2100); tags below SDR
+# white (bogus, often 0 or 1) are raised to it, tags above PQ's range are capped.
+DEFAULT_HDR_PEAK_NITS = 1000.0
+MAX_HDR_PEAK_NITS = 10000.0
 
 
 @dataclass(frozen=True)
@@ -231,6 +239,12 @@ def source_colour(probe: ProbeResult) -> SourceColour:
     return SourceColour(transfer, primaries, matrix, full)
 
 
+def tonemap_peak(probe: ProbeResult) -> float:
+    """The source's peak relative to SDR white (linear light, 1.0 = 100 nits)."""
+    nits = probe.hdr_peak_nits or DEFAULT_HDR_PEAK_NITS
+    return min(max(nits, NOMINAL_PEAK_NITS), MAX_HDR_PEAK_NITS) / NOMINAL_PEAK_NITS
+
+
 def deinterlace_filters(probe: ProbeResult) -> list[str]:
     """bwdif once per source, before scaling (fields must be split at the coded size).
 
@@ -269,7 +283,7 @@ def colour_filters(probe: ProbeResult, width: int, height: int) -> list[str]:
             f"zscale={inputs}:t=linear:npl={NOMINAL_PEAK_NITS}",
             "format=gbrpf32le",
             "zscale=p=bt709",
-            f"tonemap={TONEMAP}",
+            f"tonemap={TONEMAP}:peak={tonemap_peak(probe):g}",
             "zscale=t=bt709:m=bt709:r=tv",
         ]
     else:

@@ -74,6 +74,8 @@ class ProbeResult:
     field_order: str | None = None  # "progressive", "tt", "bb", "tb", "bt"
     bits: int = 8  # bits per sample of the decoded picture
     max_fps: float | None = None  # r_frame_rate: above the average for variable-rate video
+    # HDR10 static metadata: the brightest pixel the source claims, in nits (None: untagged).
+    hdr_peak_nits: float | None = None
 
     def to_result(self) -> dict[str, Any]:
         """The probe result of the CLI contract (camelCase)."""
@@ -104,7 +106,11 @@ def decode_check_argv(path: str, video_index: int) -> list[str]:
     return [
         "ffprobe", "-hide_banner", "-loglevel", "error", "-print_format", "json",
         "-select_streams", str(video_index), "-count_frames",
-        "-read_intervals", "%+#5", "-show_entries", "stream=nb_read_frames",
+        "-read_intervals", "%+#5",
+        # HDR10 metadata often rides in the bitstream (HEVC SEI) only, so it is read from
+        # the decoded frames; the container's copy is in the -show_streams report.
+        "-show_entries",
+        f"stream=nb_read_frames:frame_side_data={_LIGHT_TYPE},{_MAX_CLL},{_MAX_MASTERING}",
         *input_args(), path,
     ]
 
@@ -127,6 +133,32 @@ def frames_read(report: dict[str, Any]) -> int:
         return int(streams[0].get("nb_read_frames", 0))
     except (TypeError, ValueError):
         return 0
+
+
+_LIGHT_TYPE, _MAX_CLL, _MAX_MASTERING = "side_data_type", "max_content", "max_luminance"
+
+
+def hdr_peak_nits(*reports: dict[str, Any]) -> float | None:
+    """The source's own peak brightness: MaxCLL, else the mastering display's peak.
+
+    MaxCLL measures the content, the mastering peak only bounds it, so MaxCLL wins; zero
+    means "unknown" in both (HDR10). Reports are searched in order, frames before streams.
+    """
+    sides = [
+        side
+        for report in reports
+        for item in [*(report.get("frames") or []), *(report.get("streams") or [])]
+        for side in item.get("side_data_list") or []
+    ]
+    for key in (_MAX_CLL, _MAX_MASTERING):
+        for side in sides:
+            try:
+                nits = float(Fraction(str(side.get(key, 0))))
+            except (ValueError, ZeroDivisionError):
+                continue
+            if nits > 0:
+                return nits
+    return None
 
 
 def check_coverage(declared_seconds: float, demuxed_seconds: float) -> None:
