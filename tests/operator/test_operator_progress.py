@@ -17,10 +17,11 @@ pytestmark = pytest.mark.cluster
 
 def test_progress_moves_while_a_step_runs(make_platform: Any, tmp_path: Path) -> None:
     # Long enough that the one encode runs for several seconds (the transcoder prints its percent
-    # every 2 s); the operator reads logs every second here instead of every 10.
+    # every 2 s; 30 s of 1080p to 720p is about 10 s here); the operator reads logs every second
+    # here instead of every 10.
     source = _ffmpeg(
         tmp_path / "long.mp4",
-        *("-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=25:duration=60"),
+        *("-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=25:duration=30"),
         *("-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"),
     )
     # Unchunked: this is the live progress of one long pod (a chunked rung counts its indexes).
