@@ -101,6 +101,10 @@ def ffprobe_argv(path: str) -> list[str]:
     ]
 
 
+# The HDR10 fields `hdr_peak_nits` reads: MaxCLL and the mastering display's peak.
+_MAX_CLL, _MAX_MASTERING = "max_content", "max_luminance"
+
+
 def decode_check_argv(path: str, video_index: int) -> list[str]:
     """Decode the first few frames: proves the codec is supported and the data is real."""
     return [
@@ -110,7 +114,7 @@ def decode_check_argv(path: str, video_index: int) -> list[str]:
         # HDR10 metadata often rides in the bitstream (HEVC SEI) only, so it is read from
         # the decoded frames; the container's copy is in the -show_streams report.
         "-show_entries",
-        f"stream=nb_read_frames:frame_side_data={_LIGHT_TYPE},{_MAX_CLL},{_MAX_MASTERING}",
+        f"stream=nb_read_frames:frame_side_data={_MAX_CLL},{_MAX_MASTERING}",
         *input_args(), path,
     ]
 
@@ -133,9 +137,6 @@ def frames_read(report: dict[str, Any]) -> int:
         return int(streams[0].get("nb_read_frames", 0))
     except (TypeError, ValueError):
         return 0
-
-
-_LIGHT_TYPE, _MAX_CLL, _MAX_MASTERING = "side_data_type", "max_content", "max_luminance"
 
 
 def hdr_peak_nits(*reports: dict[str, Any]) -> float | None:
