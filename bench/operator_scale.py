@@ -18,6 +18,7 @@ CRs arrive at a fixed rate (--rate, default 20/s). Reports, each figure next to 
 
     nice -n 10 uv run --frozen python bench/operator_scale.py [--count 1000] [--rate 20]
         [--cap 2000] [--timeout 1800] [--no-restart] [--no-anchor] [--json out.json]
+        [--operator-env VIDEOFLIX_IO_THREADS=8 ...]
 
 Each CR plans probe + 120p + 360p + thumbnail (a 480p probe result), so N CRs make 4N Jobs.
 No database (VIDEOFLIX_DATABASE_URL unset): this measures the cluster side only.
@@ -444,6 +445,14 @@ def main() -> int:
     parser.add_argument("--no-restart", action="store_true", help="skip the restart phase")
     parser.add_argument("--no-anchor", action="store_true", help="skip the bare-Jobs anchor phase")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--operator-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an operator setting for this run (repeatable), e.g. VIDEOFLIX_IO_THREADS=8: the "
+        "bench drops the caller's VIDEOFLIX_* variables, so A/B runs of a setting go here",
+    )
     args = parser.parse_args()
     # SIGTERM (a backgrounded run ignores SIGINT) still stops the operator and the cluster.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -463,6 +472,7 @@ def main() -> int:
             "VIDEOFLIX_METRICS_PORT": str(metrics_port),
         }
     )
+    env.update(item.split("=", 1) for item in args.operator_env)
     operator = Operator(env, namespace, workdir / "operator.log")
     path = f"/apis/videoflix.io/v1alpha1/namespaces/{namespace}/videotranscodes"
     jobs_path = f"/apis/batch/v1/namespaces/{namespace}/jobs"
@@ -494,7 +504,12 @@ def main() -> int:
             daemon=True,
         ),
     ]
-    figures: dict[str, Any] = {"count": args.count, "rate": args.rate, "cap": args.cap}
+    figures: dict[str, Any] = {
+        "count": args.count,
+        "rate": args.rate,
+        "cap": args.cap,
+        "operator_env": args.operator_env,
+    }
     try:
         operator.start()
         for thread in watchers:
@@ -594,6 +609,7 @@ def main() -> int:
         f"operator scale run: {args.count} VideoTranscodes ({4 * args.count} Jobs) arriving at "
         f"{args.rate:g}/s (all created in {create_seconds:.1f}s), cap {args.cap} running Jobs, "
         f"kubelet fast mode, load average {os.getloadavg()[0]:.1f}"
+        + (f", operator settings {' '.join(args.operator_env)}" if args.operator_env else "")
     )
     print(f"  succeeded {f['succeeded']}/{args.count}, failed {f['failed']}")
     rows = [
