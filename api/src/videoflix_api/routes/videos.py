@@ -147,9 +147,13 @@ def require_video(session: SessionDep, video_id: int) -> Video:
 
 Limit = Annotated[int | None, Query(ge=1, le=1000, description="Page size (capped).")]
 Cursor = Annotated[str | None, Query(max_length=200)]
-CategoryQ = Annotated[str | None, Query(max_length=64)]
+# No NUL in the text filters: PostgreSQL refuses it in text, and the whole catalogue is streamed,
+# so a refusal by the database would come after the 200 and cut the body off; validated here,
+# it is the documented 400 before anything is sent.
+NO_NUL = r"^[^\x00]*$"
+CategoryQ = Annotated[str | None, Query(max_length=64, pattern=NO_NUL)]
 StateQ = Annotated[ProcessingState | None, Query()]
-SearchQ = Annotated[str | None, Query(max_length=100, description="Title contains")]
+SearchQ = Annotated[str | None, Query(max_length=100, pattern=NO_NUL, description="Title contains")]
 
 
 def next_page_headers(
