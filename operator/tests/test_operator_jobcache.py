@@ -16,6 +16,7 @@ from videoflix_operator.plan import (
     owned_pods,
     plan,
     select_releases,
+    total_load,
 )
 
 SETTINGS = OperatorSettings(namespace="vf")
@@ -99,6 +100,42 @@ def test_a_late_event_never_replaces_a_newer_write() -> None:
     assert cache.unfinished() == []  # finished: no longer the scheduler's business
     assert len(cache.jobs_of("vf", "video-42")) == 1
     assert is_newer("abc", "20") and is_newer("3", None)
+
+
+def test_the_cap_load_is_kept_as_jobs_change() -> None:
+    """The running pods and queued Jobs a create is admitted by, kept per put/remove instead
+    of walked: always what `total_load` of the unfinished Jobs says."""
+    cache = JobCache()
+    chunks = job("video-2", suspend=False)  # stands for an Indexed rung: only its spec counts
+    chunks["spec"].update({"completionMode": "Indexed", "completions": 6, "parallelism": 4})
+    steps: list[tuple[str, dict[str, Any] | tuple[str, str], tuple[int, int]]] = [
+        ("put", job("video-1", version="10"), (0, 1)),  # queued
+        ("put", job("video-1", "thumbnail", version="11"), (0, 2)),
+        ("put", job("video-1", version="12", suspend=False), (1, 1)),  # released
+        ("put", job("video-1", version="11", suspend=True), (1, 1)),  # a late event: ignored
+        ("put", {**chunks, "metadata": {**chunks["metadata"], "resourceVersion": "13"}}, (5, 1)),
+        (
+            "put",  # four of six chunks done: the two left run
+            {
+                **chunks,
+                "metadata": {**chunks["metadata"], "resourceVersion": "14"},
+                "status": {"completedIndexes": "0-3"},
+            },
+            (3, 1),
+        ),
+        ("put", job("video-1", version="15", suspend=False, status=COMPLETE), (2, 1)),
+        ("remove", ("vf", job("video-1", "thumbnail")["metadata"]["name"]), (2, 0)),
+        ("remove", ("vf", chunks["metadata"]["name"]), (0, 0)),
+        ("remove", ("vf", "never-seen"), (0, 0)),
+    ]
+    for verb, arg, expected in steps:
+        if verb == "put":
+            assert isinstance(arg, dict)
+            cache.put(arg)
+        else:
+            assert isinstance(arg, tuple)
+            cache.remove(*arg)
+        assert cache.load() == total_load(cache.unfinished()) == expected, (verb, expected)
 
 
 def test_jobs_are_grouped_by_their_transcode_and_removed_on_delete() -> None:

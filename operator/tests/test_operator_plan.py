@@ -30,6 +30,7 @@ from videoflix_operator.plan import (
     select_releases,
     status_patch,
     step_key,
+    total_load,
     transition_events,
 )
 
@@ -322,25 +323,27 @@ def test_scheduler_counts_reserved_slots_as_running() -> None:
 def test_new_jobs_start_released_while_the_cap_has_room_and_nothing_waits() -> None:
     new = [job_for_queue(n, suspend=True) for n in ("a", "b", "c")]
     running = [job_for_queue("r", suspend=False), job_for_queue("d", suspend=False, finished=True)]
-    assert admit_on_create(new, running, cap=10) == ["a", "b", "c"]
-    assert admit_on_create(new, running, cap=3) == ["a", "b"]
-    assert admit_on_create(new, running, cap=3, reserved=2) == []  # in-flight creates count
+    load = total_load(running)
+    assert load == (1, 0)
+    assert admit_on_create(new, load, cap=10) == ["a", "b", "c"]
+    assert admit_on_create(new, load, cap=3) == ["a", "b"]
+    assert admit_on_create(new, load, cap=3, reserved=2) == []  # in-flight creates count
 
 
 def test_new_jobs_queue_behind_anything_already_waiting() -> None:
     """A free slot goes to the oldest queued Job (the scheduler's order), never to a newcomer."""
     new = [job_for_queue("new", suspend=True)]
     waiting = [job_for_queue("old", suspend=True, created="2026-01-01T00:00:01Z")]
-    assert admit_on_create(new, waiting, cap=10) == []
+    assert admit_on_create(new, total_load(waiting), cap=10) == []
 
 
 def test_a_wide_new_job_is_admitted_only_when_its_pods_fit() -> None:
     wide = job_for_queue("chunks", suspend=True)
     wide["spec"].update({"completionMode": "Indexed", "completions": 6, "parallelism": 4})
     running = [job_for_queue(f"r{i}", suspend=False) for i in range(2)]
-    assert admit_on_create([wide], running, cap=6) == ["chunks"]
-    assert admit_on_create([wide], running, cap=5) == []
-    assert admit_on_create([wide], [], cap=2) == ["chunks"]  # wider than the cap: runs alone
+    assert admit_on_create([wide], total_load(running), cap=6) == ["chunks"]
+    assert admit_on_create([wide], total_load(running), cap=5) == []
+    assert admit_on_create([wide], (0, 0), cap=2) == ["chunks"]  # wider than the cap: runs alone
 
 
 def test_status_patch_nulls_what_is_gone_and_skips_what_is_same() -> None:

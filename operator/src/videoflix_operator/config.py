@@ -158,6 +158,9 @@ class OperatorSettings(BaseSettings):
     # How often running transcodes' pod logs are read for live progress.
     progress_seconds: float = Field(default=10.0, gt=0)
     io_threads: int = Field(default=32, ge=2, description="Threads for blocking client calls.")
+    # CRs reconciled at once, whatever the backlog (`workqueue`): fewer than the I/O threads,
+    # which the resync and progress passes and kopf use too.
+    reconcile_workers: int = Field(default=16, ge=1, description="Reconciles running at once.")
     # Database and storage the operator itself uses (outcome writes, cleanup)
     database_url: str | None = None
     s3_endpoint_url: str | None = None

@@ -27,7 +27,7 @@ from videoflix_core.transcode import (
     VERSION,
 )
 
-from videoflix_operator.plan import is_finished
+from videoflix_operator.plan import is_finished, job_load
 
 Obj = dict[str, Any]
 Key = tuple[str, str]  # (namespace, name)
@@ -102,6 +102,10 @@ class JobCache:
     _by_owner: dict[Key, dict[str, str]] = field(default_factory=dict)
     _owner_of: dict[Key, Key] = field(default_factory=dict)  # (namespace, Job) → owner key
     _unfinished: dict[Key, Obj] = field(default_factory=dict)  # (namespace, Job) → slim Job
+    # `plan.total_load` of `_unfinished`, kept as Jobs change: a create decides in O(1), not
+    # by walking every unfinished Job (a third of the CPU with 5,000 Jobs queued).
+    _running: int = 0
+    _queued: int = 0
     # Jobs whose last `put` changed what the decisions read, until `take_changed` asks.
     _changed: set[Key] = field(default_factory=set)
 
@@ -130,11 +134,20 @@ class JobCache:
             self._changed.add(key)
         self._by_owner.setdefault(owner, {})[name] = json.dumps(slim, separators=(",", ":"))
         self._owner_of[key] = owner
-        if is_finished(slim):
-            self._unfinished.pop(key, None)
-        else:
+        self._drop_unfinished(key)
+        if not is_finished(slim):
             self._unfinished[key] = slim
+            running, queued = job_load(slim)
+            self._running += running
+            self._queued += queued
         return True
+
+    def _drop_unfinished(self, key: Key) -> None:
+        old = self._unfinished.pop(key, None)
+        if old is not None:
+            running, queued = job_load(old)
+            self._running -= running
+            self._queued -= queued
 
     def take_changed(self, namespace: str, name: str) -> bool:
         """Whether the Job changed in a way a reconcile would see since the last ask. Most Job
@@ -146,11 +159,17 @@ class JobCache:
             return True
         return False
 
+    def take_changed_owners(self) -> set[Key]:
+        """The CRs of every Job changed since last asked (after a LIST), the flags cleared."""
+        owners = {self._owner_of[key] for key in self._changed if key in self._owner_of}
+        self._changed.clear()
+        return owners
+
     def remove(self, namespace: str, name: str) -> None:
         key = (namespace, name)
         self._changed.discard(key)
         owner = self._owner_of.pop(key, None)
-        self._unfinished.pop(key, None)
+        self._drop_unfinished(key)
         if owner is None:
             return
         jobs = self._by_owner.get(owner)
@@ -180,6 +199,10 @@ class JobCache:
     def unfinished(self) -> list[Obj]:
         """Every unfinished managed Job, in every namespace: all the scheduler needs."""
         return list(self._unfinished.values())
+
+    def load(self) -> tuple[int, int]:
+        """`plan.total_load(self.unfinished())`, without the walk."""
+        return self._running, self._queued
 
     def running_owners(self) -> dict[Key, str | None]:
         """(namespace, CR) with a released, unfinished Job → the spec hash of its newest such

@@ -9,24 +9,33 @@ records the API server's answer in it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import socket
+import threading
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
 from videoflix_core.transcode import GROUP, KIND, LABEL_TRANSCODE, PLURAL, VERSION
 
 from videoflix_operator.builders import MANAGED_BY
-from videoflix_operator.jobcache import JobCache, TranscodeCache
+from videoflix_operator.jobcache import JobCache, TranscodeCache, slim_job
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 MANAGED_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"
+# How long the API server keeps one Jobs watch open; it is then resumed from its last version.
+WATCH_SECONDS = 300
+
+
+class WatchExpired(Exception):
+    """The watch's resource version is too old for the API server (410 Gone): list again."""
 
 
 class Kube:
@@ -150,34 +159,135 @@ class Kube:
         otherwise keep a gone Job counted as running forever. Returns the Jobs listed.
         """
         listed = 0
-        for namespace in namespaces if namespaces is not None else [""]:
-            seen: set[tuple[str, str]] = set()
-            token: str | None = None
-            version = ""
-            while True:
-                kwargs: dict[str, Any] = {
-                    "label_selector": MANAGED_SELECTOR,
-                    "limit": page,
-                    "_preload_content": False,
-                }
-                if token:
-                    kwargs["_continue"] = token
-                if namespace:
-                    resp = await self._call(self._batch.list_namespaced_job, namespace, **kwargs)
-                else:
-                    resp = await self._call(self._batch.list_job_for_all_namespaces, **kwargs)
-                body = resp
-                version = version or str(body.get("metadata", {}).get("resourceVersion") or "")
-                for job in body.get("items") or []:
-                    meta = job["metadata"]
-                    seen.add((meta.get("namespace") or namespace, meta["name"]))
-                    self.jobs.put(job)
-                    listed += 1
-                token = body.get("metadata", {}).get("continue") or None
-                if not token:
-                    break
-            self.jobs.drop_missing(namespace or None, seen, version)
+        for namespace in namespaces if namespaces is not None else [None]:
+            count, _ = await self.list_jobs(namespace, page)
+            listed += count
         return listed
+
+    async def list_jobs(self, namespace: str | None, page: int = 500) -> tuple[int, str]:
+        """Every managed Job of `namespace` (None: all) into the cache, in pages; the ones the
+        cache knew but the LIST did not return are dropped. Returns (Jobs listed, the LIST's
+        resource version: where a watch resumes)."""
+        listed = 0
+        seen: set[tuple[str, str]] = set()
+        token: str | None = None
+        version = ""
+        while True:
+            kwargs: dict[str, Any] = {
+                "label_selector": MANAGED_SELECTOR,
+                "limit": page,
+                "_preload_content": False,
+            }
+            if token:
+                kwargs["_continue"] = token
+            if namespace:
+                body = await self._call(self._batch.list_namespaced_job, namespace, **kwargs)
+            else:
+                body = await self._call(self._batch.list_job_for_all_namespaces, **kwargs)
+            version = version or str(body.get("metadata", {}).get("resourceVersion") or "")
+            for job in body.get("items") or []:
+                meta = job["metadata"]
+                seen.add((str(meta.get("namespace") or namespace), str(meta["name"])))
+                self.jobs.put(job)
+                listed += 1
+            token = body.get("metadata", {}).get("continue") or None
+            if not token:
+                break
+        self.jobs.drop_missing(namespace, seen, version)
+        return listed, version
+
+    async def watch_jobs(
+        self,
+        namespace: str | None,
+        version: str,
+        on_event: Callable[[str, Obj], None],
+        seconds: int = WATCH_SECONDS,
+    ) -> str:
+        """Watch the managed Jobs of `namespace` (None: all) from `version` until the API server
+        ends the watch (after `seconds`); `on_event(type, slim Job)` is called on the event loop
+        for each change, in order. Returns the version to resume from; raises `WatchExpired`
+        when `version` is too old (410: list again).
+
+        Not kopf's watch: kopf keeps a memory record per object and runs each event through its
+        handler machinery, which for 40,000 Jobs was most of the operator's memory and CPU. The
+        stream is read in a daemon thread of its own (a 5-minute blocking read would hold one of
+        the I/O threads, and must not hold up the interpreter's exit), parsed and slimmed there.
+        """
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[str] = loop.create_future()
+
+        def deliver(callback: Callable[..., None], *args: Any) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: the process is ending
+                loop.call_soon_threadsafe(callback, *args)
+
+        def finish(result: str | BaseException) -> None:
+            if done.done():
+                return
+            if isinstance(result, BaseException):
+                done.set_exception(result)
+            else:
+                done.set_result(result)
+
+        def run() -> None:
+            try:
+                result: str | BaseException = self._stream_jobs(
+                    namespace, version, seconds, lambda kind, job: deliver(on_event, kind, job)
+                )
+            except BaseException as exc:  # handed to the awaiting task
+                result = exc
+            deliver(finish, result)
+
+        threading.Thread(target=run, name="videoflix-job-watch", daemon=True).start()
+        return await done
+
+    def _stream_jobs(
+        self, namespace: str | None, version: str, seconds: int, emit: Callable[[str, Obj], None]
+    ) -> str:
+        kwargs: dict[str, Any] = {
+            "label_selector": MANAGED_SELECTOR,
+            "watch": True,
+            "allow_watch_bookmarks": True,
+            "resource_version": version,
+            "timeout_seconds": seconds,
+            # A half-dead connection must not silence the watch forever.
+            "_request_timeout": (10, seconds + 30),
+            "_preload_content": False,
+        }
+        resp: Any  # the urllib3 response (`_preload_content=False`)
+        if namespace:
+            resp = self._batch.list_namespaced_job(namespace, **kwargs)
+        else:
+            resp = self._batch.list_job_for_all_namespaces(**kwargs)
+        try:
+            for line in iter_resp_lines(resp):  # type: ignore[no-untyped-call]
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    if obj.get("code") == 410:
+                        raise WatchExpired(str(obj.get("message")))
+                    raise ApiException(status=obj.get("code"), reason=obj.get("message"))
+                version = str(obj.get("metadata", {}).get("resourceVersion") or version)
+                if kind != "BOOKMARK":
+                    emit(str(kind), slim_job(obj))
+        finally:
+            resp.close()
+            resp.release_conn()
+        return version
+
+    async def list_visible_jobs(self, own_namespace: str) -> tuple[str | None, str]:
+        """`list_jobs` of every namespace when this service account may list them all, else of
+        `own_namespace` (a namespaced Role answers the cluster-wide LIST with 403). Returns the
+        scope listed (None: all namespaces) and the LIST's resource version."""
+        try:
+            _, version = await self.list_jobs(None)
+            return None, version
+        except ApiException as exc:
+            if exc.status != 403:
+                raise
+        _, version = await self.list_jobs(own_namespace)
+        return own_namespace, version
 
     async def jobs_of(self, namespace: str, cr_name: str) -> list[Obj]:
         return self.jobs.jobs_of(namespace, cr_name)

@@ -19,8 +19,8 @@ import kopf
 from videoflix_operator import metrics, state
 from videoflix_operator.config import get_settings
 from videoflix_operator.database import Database
-from videoflix_operator.handlers import jobs, videotranscodes  # noqa: F401  (registers handlers)
-from videoflix_operator.k8s import MANAGED_SELECTOR, Kube
+from videoflix_operator.handlers import videotranscodes  # noqa: F401  (registers handlers)
+from videoflix_operator.k8s import Kube
 from videoflix_operator.objectstore import (
     ObjectStore,
     default_chain_has_credentials,
@@ -32,7 +32,8 @@ from videoflix_operator.reconcile import Reconciler
 log = logging.getLogger(__name__)
 PREFIX = "videoflix.io"
 FINALIZER = f"{PREFIX}/cleanup"
-# The reconciler's process-wide loops: Job scheduler, resync safety net, live progress.
+# The reconciler's process-wide loops: Job scheduler, resync safety net, live progress, the
+# Jobs watch and the reconcile workers.
 _loops: list[asyncio.Task[None]] = []
 
 
@@ -80,9 +81,6 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Reconnect watches regularly: a half-dead TCP connection must not silence events forever.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    # Only our Jobs reach the process: the selector is applied by the API server, not after
-    # every Job of the namespace was sent and parsed.
-    settings.watching.label_selectors["batch", "jobs"] = MANAGED_SELECTOR
     # The initial listing in pages: unpaged, a restart with 40,000 Jobs parsed one 150 MB reply.
     settings.watching.chunk_size = 500
 
@@ -111,10 +109,17 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     if reconciler.database is None:
         log.warning("No VIDEOFLIX_DATABASE_URL: outcomes go to the CR status only")
     state.set_reconciler(reconciler)
+    # Before kopf starts its watches (startup handlers come first), so before any reconcile.
+    await reconciler.warm_up()
     _loops[:] = [
         asyncio.create_task(reconciler.run_scheduler(), name="videoflix-scheduler"),
         asyncio.create_task(reconciler.run_resync(), name="videoflix-resync"),
         asyncio.create_task(reconciler.run_progress(), name="videoflix-progress"),
+        asyncio.create_task(reconciler.run_job_watch(), name="videoflix-job-watch"),
+        *(
+            asyncio.create_task(reconciler.run_worker(), name=f"videoflix-worker-{n}")
+            for n in range(cfg.reconcile_workers)
+        ),
     ]
     log.info(
         "Started the Videoflix operator in namespace %s (cap %d running Jobs)",
@@ -132,6 +137,7 @@ async def cleanup(**_: Any) -> None:
     _loops.clear()
     rec = state._reconciler
     if rec is not None:
+        rec.queue.close()
         rec.kube.close()
         if rec.database is not None:
             rec.database.close()

@@ -40,6 +40,9 @@ RECONCILE_SECONDS = Histogram(
     "Time of one reconcile",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+RECONCILE_QUEUE = Gauge(
+    "videoflix_reconcile_queue_depth", "VideoTranscodes waiting for a reconcile worker"
+)
 QUEUE_DEPTH = Gauge("videoflix_queue_depth", "Transcode Jobs suspended behind the cap")
 RUNNING_JOBS = Gauge("videoflix_running_jobs", "Transcode Jobs running (not suspended)")
 MAX_RUNNING_JOBS = Gauge("videoflix_max_running_jobs", "Cap on transcode Jobs running at once")

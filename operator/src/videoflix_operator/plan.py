@@ -378,17 +378,32 @@ def job_pods(job: Obj) -> int:
     return max(1, min(parallelism, int(completions) - done))
 
 
+def job_load(job: Obj) -> tuple[int, int]:
+    """One Job's share of the cap: (pods running, Jobs queued) — (job_pods, 0) released and
+    unfinished, (0, 1) suspended and unfinished, (0, 0) finished."""
+    if is_finished(job):
+        return 0, 0
+    if (job.get("spec") or {}).get("suspend"):
+        return 0, 1
+    return job_pods(job), 0
+
+
+def total_load(jobs: Iterable[Obj]) -> tuple[int, int]:
+    """(pods of unsuspended unfinished Jobs, suspended unfinished Jobs): `job_load` summed (the
+    Job cache keeps this sum as Jobs change, so a create never walks every Job)."""
+    loads = [job_load(job) for job in jobs]
+    return sum(r for r, _ in loads), sum(q for _, q in loads)
+
+
 def _running_and_queued(jobs: Iterable[Obj]) -> tuple[int, list[Obj]]:
     """(pods of unsuspended unfinished Jobs, the suspended unfinished Jobs)."""
     running = 0
     queued: list[Obj] = []
     for job in jobs:
-        if is_finished(job):
-            continue
-        if (job.get("spec") or {}).get("suspend"):
+        pods, waiting = job_load(job)
+        running += pods
+        if waiting:
             queued.append(job)
-        else:
-            running += job_pods(job)
     return running, queued
 
 
@@ -428,7 +443,7 @@ def select_releases(
 
 
 def admit_on_create(
-    new: Sequence[Obj], jobs: Iterable[Obj], cap: int, reserved: int = 0
+    new: Sequence[Obj], load: tuple[int, int], cap: int, reserved: int = 0
 ) -> list[str]:
     """Which of a reconcile's new Jobs are created released instead of suspended.
 
@@ -436,9 +451,9 @@ def admit_on_create(
     as many as fit next to the running pods and the `reserved` ones; the rest are created
     suspended for the scheduler, as before. Under a cap with room this saves a release PATCH per
     Job, the Job controller's write of the Suspended condition, and a scheduler round trip of
-    latency; with a full cap nothing changes.
+    latency; with a full cap nothing changes. `load` is the existing Jobs' `total_load`.
     """
-    running, queued = _running_and_queued(jobs)
+    running, queued = load
     if queued:
         return []
     free = cap - running - reserved

@@ -47,7 +47,7 @@ from videoflix_operator import faults, metrics
 from videoflix_operator.builders import CONTAINER, Owner, step_kind
 from videoflix_operator.config import OperatorSettings
 from videoflix_operator.database import Database, RowView
-from videoflix_operator.k8s import Kube
+from videoflix_operator.k8s import Kube, WatchExpired
 from videoflix_operator.objectstore import ObjectStore
 from videoflix_operator.plan import (
     Actions,
@@ -65,6 +65,7 @@ from videoflix_operator.plan import (
     status_patch,
     step_key,
 )
+from videoflix_operator.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -75,6 +76,12 @@ EventPoster = Callable[[Obj, EventNote], None]
 class NotSynced(Exception):
     """The outcome could not reach the database yet: retried by the caller."""
 
+
+# A failed reconcile is retried: a database outage soon, a cluster hiccup a little later.
+DB_RETRY_SECONDS = 5.0
+# A Job event's reconcile waits this long for the rest of the change's events.
+JOB_EVENT_DELAY_SECONDS = 0.5
+CLUSTER_RETRY_SECONDS = 10.0
 
 # Reconciles a resync or progress pass runs at once: enough to use the I/O threads, few enough
 # that event-driven reconciles are not queued behind a 10,000-CR pass.
@@ -147,35 +154,94 @@ class Reconciler:
     # Last percent each running step printed, per CR: (spec hash, step key → percent).
     _live: dict[tuple[str, str], tuple[str | None, dict[str, float]]] = field(default_factory=dict)
     scheduler_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
-    _requested: set[tuple[str, str]] = field(default_factory=set)
+    queue: WorkQueue = field(default_factory=WorkQueue)
     # Namespaces with transcodes: the cap spans all of them (kopf may watch every namespace).
     _namespaces: set[str] = field(default_factory=set)
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     # Pods of Jobs being created released whose answer is not in the Job cache yet: counted as
     # running by every cap decision, so two reconciles (or one and the scheduler) deciding while
     # a create is in flight cannot both take the last slot.
     _reserved: dict[tuple[str, str], int] = field(default_factory=dict)
+    # Where the Jobs watch looks (None: every namespace) and the version it resumes from.
+    _job_scope: str | None = None
+    _job_version: str = ""
 
-    def request(self, namespace: str, name: str, delay: float = 0.5) -> None:
-        """Reconcile soon, once for a burst of triggers: one Job change comes as several watch
-        events (active, pod status, conditions), and one pass sees them all."""
-        key = (namespace, name)
-        if key in self._requested:
-            return
-        self._requested.add(key)
+    def request(self, namespace: str, name: str, delay: float = 0.0) -> None:
+        """Reconcile after `delay` seconds (or sooner, if asked so meanwhile), by a worker."""
+        self.queue.add_after((namespace, name), delay)
+        metrics.RECONCILE_QUEUE.set(len(self.queue))
 
-        async def later() -> None:
-            await asyncio.sleep(delay)
-            self._requested.discard(key)
+    async def warm_up(self) -> None:
+        """Fill the Job cache before the first reconcile: a restarted operator must not plan
+        (count the cap, look for its Jobs) against an empty cache. Every namespace's Jobs when
+        the operator may list them (`--all-namespaces` under a ClusterRole), else its own
+        namespace's (a Role); the Jobs watch (`run_job_watch`) goes on from there."""
+        self._job_scope, self._job_version = await self.kube.list_visible_jobs(
+            self.settings.namespace
+        )
+        log.info("Listed %d managed Jobs", len(self.kube.jobs))
+        self.kube.jobs.take_changed_owners()  # kopf's resume handlers queue every CR anyway
+
+    async def run_job_watch(self) -> None:
+        """Keep the Job cache current from one watch, resumed where it ended; when its version
+        expired (410), list again and reconcile the CRs whose Jobs changed meanwhile."""
+        while True:
             try:
-                await self.reconcile(namespace, name)
+                self._job_version = await self.kube.watch_jobs(
+                    self._job_scope, self._job_version, self.job_event
+                )
+            except asyncio.CancelledError:
+                raise
+            except WatchExpired:
+                log.info("The Jobs watch expired; listing the Jobs again")
+                await self._relist_after_gap()
             except Exception as exc:
-                # Not retried here: the CR's resync timer picks it up (level-based, always safe).
-                log.warning("Reconcile of %s failed (resync will retry): %s", name, exc)
+                metrics.RECONCILE_ERRORS.labels(kind="watch").inc()
+                log.warning("The Jobs watch failed (resuming in 1 s): %s", exc)
+                await asyncio.sleep(1)
+                with contextlib.suppress(Exception):
+                    await self._relist_after_gap()
 
-        task = asyncio.create_task(later(), name=f"reconcile-{namespace}-{name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    async def _relist_after_gap(self) -> None:
+        _, self._job_version = await self.kube.list_jobs(self._job_scope)
+        for namespace, name in self.kube.jobs.take_changed_owners():
+            self.request(namespace, name)
+        self.scheduler_wakeup.set()  # a Job may have finished or gone meanwhile
+
+    def job_event(self, kind: str, job: Obj) -> None:
+        """One watch event of a managed Job: into the cache, and its CR queued when a reconcile
+        would see a difference (most Job events change nothing a decision reads: readiness
+        counts, our own release echoed back)."""
+        meta = job["metadata"]
+        namespace, name = str(meta["namespace"]), str(meta["name"])
+        owner = meta["labels"].get(LABEL_TRANSCODE)
+        self.kube.jobs.put(job)
+        # Asked on every event (just recorded), so no flag outlives it.
+        changed = self.kube.jobs.take_changed(namespace, name)
+        if kind == "DELETED":
+            self.kube.jobs.remove(namespace, name)
+            self.scheduler_wakeup.set()  # a slot may have freed up
+        elif not changed:
+            return
+        if owner:
+            # A moment's delay: one Job change comes as several events, one pass sees them all.
+            self.request(namespace, str(owner), delay=JOB_EVENT_DELAY_SECONDS)
+
+    async def run_worker(self) -> None:
+        """One of `settings.reconcile_workers`: reconciles queued CRs one at a time; a failed
+        pass is queued again after a pause (the database's shorter than the cluster's)."""
+        while True:
+            key = await self.queue.get()
+            metrics.RECONCILE_QUEUE.set(len(self.queue))
+            try:
+                await self.reconcile(*key)
+            except NotSynced as exc:
+                log.warning("Reconcile of %s: database not reachable, retrying: %s", key[1], exc)
+                self.queue.add_after(key, DB_RETRY_SECONDS)
+            except Exception as exc:
+                log.warning("Reconcile of %s failed, retrying: %s", key[1], exc)
+                self.queue.add_after(key, CLUSTER_RETRY_SECONDS)
+            finally:
+                self.queue.done(key)
 
     def is_synced(self, namespace: str, name: str) -> bool:
         # Without a database there is nothing to sync: a finished CR needs no resync pass.
@@ -309,7 +375,7 @@ class Reconciler:
         (decided and reserved before the first await), else suspended for the scheduler."""
         admitted = admit_on_create(
             manifests,
-            self.kube.unfinished_jobs(),
+            self.kube.jobs.load(),
             self.settings.max_running_jobs,
             sum(self._reserved.values()),
         )
