@@ -20,7 +20,7 @@ from videoflix_operator import metrics, state
 from videoflix_operator.config import get_settings
 from videoflix_operator.database import Database
 from videoflix_operator.handlers import videotranscodes  # noqa: F401  (registers handlers)
-from videoflix_operator.k8s import Kube
+from videoflix_operator.k8s import LIST_PAGE, Kube
 from videoflix_operator.objectstore import (
     ObjectStore,
     default_chain_has_credentials,
@@ -81,8 +81,11 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Reconnect watches regularly: a half-dead TCP connection must not silence events forever.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    # The initial listing in pages: unpaged, a restart with 40,000 Jobs parsed one 150 MB reply.
-    settings.watching.chunk_size = 500
+    # The initial listing in pages: unpaged, a restart with 10,000 CRs parsed one huge reply.
+    settings.watching.chunk_size = LIST_PAGE
+    # A per-object worker keeps its last event's body while idle: at a restart every CR's
+    # worker starts within seconds, so the default 5 s held every CR's full body at once.
+    settings.queueing.idle_timeout = 0.5
 
     # The Kubernetes, S3 and database clients are blocking and run in threads: the default pool
     # (cores + 4) would queue reconciles behind each other's I/O.
